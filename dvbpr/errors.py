@@ -1,0 +1,36 @@
+"""Exceptions raised at the package's public boundaries.
+
+Every message names what was wrong and where (file, row, field, id), so the CLI and the app can
+show it as it is, without a traceback.
+"""
+
+
+class DVBPRError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class DataError(DVBPRError):
+    """A dataset folder, CSV file or row is malformed or inconsistent."""
+
+
+class ImageError(DVBPRError):
+    """An image cannot be read or is of an unsupported kind."""
+
+
+class UnknownIdError(DVBPRError, KeyError):
+    """A user or item id is not known to the model or dataset."""
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(DVBPRError):
+    """A checkpoint is missing, corrupt, or does not match the dataset it is used with."""
+
+
+class TrainingError(DVBPRError):
+    """Training cannot start or had to stop (bad configuration, NaN loss, busy run folder)."""
+
+
+class JobError(DVBPRError):
+    """A background job cannot be started, stopped or found."""
