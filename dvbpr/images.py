@@ -1,0 +1,319 @@
+"""The one image preprocessing (`load_image`) and the per-dataset decoded image cache.
+
+Every image, whether from the dataset, an upload or the app, goes through `load_image`, so a
+model always sees pixels prepared the same way. `ImageStore` decodes a dataset's images once
+into a uint8 memmap next to the dataset and serves training batches from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+import os
+import sys
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from .errors import DVBPRError, ImageError
+from .fsutil import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from .data import Dataset
+
+SUPPORTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+_FORMATS = ("JPEG", "PNG", "WEBP")
+_WHITE = (255, 255, 255)
+_CACHE_DIR = ".cache"
+_CHUNK_BYTES = 32 << 20  # decoded pixels per worker task: a few progress updates per worker
+_LISTED_ERRORS = 20
+
+ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image
+
+
+def load_image(source: ImageSource, size: int, name: str | None = None) -> np.ndarray:
+    """Decode and preprocess one image into a uint8 (size, size, 3) RGB array.
+
+    Applies the EXIF orientation, composites transparency on white, and scales the image so its
+    longer side is `size` (bicubic), centred on a white square. ImageError, naming the image,
+    when it cannot be read or is not JPEG, PNG or WebP (a PIL.Image given directly may be any
+    mode PIL can convert).
+    """
+    if isinstance(source, Image.Image):
+        label = name or "<image>"
+        return _preprocess(source, size, label)
+    if isinstance(source, (str, os.PathLike)):
+        label = name or str(source)
+    else:
+        label = name or str(getattr(source, "name", "<uploaded image>"))
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with Image.open(fp, formats=_FORMATS) as im:
+            # Let JPEG decode at a reduced scale when the image is much larger than needed.
+            im.draft("RGB", (size, size))
+            return _preprocess(im, size, label)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"cannot read image {label}: not a JPEG, PNG or WebP image (or the file is corrupt)"
+        ) from None
+    except FileNotFoundError:
+        raise ImageError(f"cannot read image {label}: file not found") from None
+    except Exception as exc:  # PIL raises many kinds of error on corrupt or hostile files
+        raise ImageError(f"cannot read image {label}: {exc}") from None
+
+
+def _preprocess(im: Image.Image, size: int, label: str) -> np.ndarray:
+    try:
+        im.load()  # decode errors (truncated files) surface here, not at open
+        im = ImageOps.exif_transpose(im)
+    except Exception as exc:  # as above; a corrupt EXIF block can fail the transpose
+        raise ImageError(f"cannot read image {label}: {exc}") from None
+    if im.mode.startswith("I"):
+        # 16-bit grayscale (as PNG stores it): convert() would clip to 255, not rescale.
+        im = im.convert("I").point(lambda v: v / 256).convert("L")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        im = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        im.alpha_composite(rgba)
+    im = im.convert("RGB")
+    w, h = im.size
+    scale = size / max(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        im = im.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    canvas = Image.new("RGB", (size, size), _WHITE)
+    canvas.paste(im, ((size - new_w) // 2, (size - new_h) // 2))
+    return np.array(canvas, dtype=np.uint8)
+
+
+def to_model_input(
+    batch_uint8_nhwc: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 NHWC images -> NCHW floats in [-1, 1] (x / 127.5 - 1, as the original DVBPR code).
+
+    Runs on the batch's device, so move the uint8 batch to the GPU first (4x less to copy).
+    The result has channels_last strides, which convolutions handle fastest.
+    """
+    x = batch_uint8_nhwc
+    if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 (B, H, W, 3) batch, got {x.dtype} {tuple(x.shape)}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating point type, got {dtype}")
+    nchw = x.permute(0, 3, 1, 2).to(dtype=dtype, memory_format=torch.channels_last)
+    return nchw.div_(127.5).sub_(1.0)
+
+
+class ImageStore:
+    """uint8 array (n_items, size, size, 3) memory-mapped from a cache file next to the dataset.
+
+    The cache is `<dataset>/.cache/images_<size>.u8` with a sidecar `images_<size>.json`; it is
+    rebuilt when the dataset fingerprint (CSVs, image sizes and mtimes) changes.
+    """
+
+    def __init__(self, array: np.ndarray, size: int) -> None:
+        self.array = array
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @classmethod
+    def open(
+        cls,
+        dataset: Dataset,
+        size: int,
+        progress: bool = True,
+        progress_callback: Callable[[float, str], None] | None = None,
+        workers: int | None = None,
+    ) -> ImageStore:
+        """Open the cache for `dataset` at `size`, building it first if missing or stale.
+
+        ImageError listing every unreadable image (count, then the first 20) if any image
+        cannot be decoded; no cache is written in that case.
+        """
+        cache_dir = dataset.root / _CACHE_DIR
+        data_path = cache_dir / f"images_{size}.u8"
+        meta_path = cache_dir / f"images_{size}.json"
+        shape = (dataset.n_items, size, size, 3)
+        meta = {
+            "fingerprint": dataset.fingerprint(),
+            "n_items": dataset.n_items,
+            "size": size,
+            "item_ids_sha": hashlib.sha256("\n".join(dataset.items.ids).encode()).hexdigest(),
+        }
+        try:
+            recorded = read_json(meta_path)
+        except ValueError:  # a damaged sidecar just means rebuilding
+            recorded = None
+        fresh = (
+            recorded == meta
+            and data_path.is_file()
+            and data_path.stat().st_size == int(np.prod(shape))
+        )
+        if not fresh:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            # Drop the sidecar first: a crash mid-build must not leave it vouching for old data.
+            meta_path.unlink(missing_ok=True)
+            _build(dataset, size, data_path, progress, progress_callback, workers)
+            atomic_write_json(meta_path, meta)
+        elif progress_callback is not None:
+            progress_callback(1.0, f"using cached {size}px images")
+        return cls(np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), size)
+
+    def batch(self, item_indices: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, size, size, 3) CPU tensor of the given items (one fancy-indexed read)."""
+        if isinstance(item_indices, torch.Tensor):
+            item_indices = item_indices.detach().cpu().numpy()
+        return torch.from_numpy(self.array[np.asarray(item_indices, dtype=np.int64)])
+
+
+def _build(
+    dataset: Dataset,
+    size: int,
+    data_path: Path,
+    progress: bool,
+    progress_callback: Callable[[float, str], None] | None,
+    workers: int | None,
+) -> None:
+    """Decode every item image into a temporary file, chunk by chunk, then move it into place.
+
+    Workers write their chunk straight into the file through their own memmap, so no process
+    ever holds more than one chunk of decoded pixels and none are sent between processes.
+    """
+    n = dataset.n_items
+    workers = max(1, workers or min(os.cpu_count() or 1, 8))
+    per_chunk = max(1, min(-(-n // (workers * 4)), _CHUNK_BYTES // (size * size * 3)))
+    chunks = [range(start, min(start + per_chunk, n)) for start in range(0, n, per_chunk)]
+    nbytes = n * size * size * 3
+    fd, tmp = tempfile.mkstemp(prefix=f".{data_path.name}.", suffix=".tmp", dir=data_path.parent)
+    try:
+        with os.fdopen(fd, "r+b") as fh:
+            _allocate(fh.fileno(), nbytes, data_path)
+            task = _Task(tmp, n, size, dataset.image_paths.strings)
+            failures: list[tuple[int, str]] = []
+            done = 0
+            if progress_callback is not None:
+                progress_callback(0.0, f"decoding {n} images at {size}px")
+            with tqdm(
+                total=n, desc=f"decoding images ({size}px)", unit="img", disable=not progress
+            ) as bar:
+                for chunk, errors in _decode_all(task, chunks, workers):
+                    failures.extend((chunk.start + i, reason) for i, reason in errors)
+                    done += len(chunk)
+                    bar.update(len(chunk))
+                    if progress_callback is not None:
+                        progress_callback(done / n, f"decoded {done}/{n} images")
+            if failures:
+                raise ImageError(_failures_message(dataset, failures))
+            os.fsync(fh.fileno())
+        os.replace(tmp, data_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _allocate(fd: int, nbytes: int, data_path: Path) -> None:
+    """Give the file its final size up front, so workers can fill in their parts.
+
+    Reserving the blocks makes a full disk fail here, cleanly, instead of killing a process
+    with SIGBUS when it writes through the memmap.
+    """
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, nbytes)
+        else:
+            os.ftruncate(fd, nbytes)
+    except OSError as exc:
+        raise DVBPRError(
+            f"cannot create the image cache {data_path} ({nbytes / 1e9:.2f} GB): {exc.strerror}"
+        ) from None
+
+
+def _failures_message(dataset: Dataset, failures: list[tuple[int, str]]) -> str:
+    failures.sort()
+    lines = [
+        f"  item {dataset.items.ids[i]!r}: {reason}" for i, reason in failures[:_LISTED_ERRORS]
+    ]
+    if len(failures) > _LISTED_ERRORS:
+        lines.append(f"  ... and {len(failures) - _LISTED_ERRORS} more")
+    return (
+        f"dataset {dataset.name!r}: {len(failures)} of {dataset.n_items} images cannot be read:\n"
+        + "\n".join(lines)
+    )
+
+
+class _Task(NamedTuple):
+    """What every worker needs: the output file, its shape, and the image paths."""
+
+    out_path: str
+    n_items: int
+    size: int
+    paths: list[str]
+
+
+def _decode_all(
+    task: _Task, chunks: list[range], workers: int
+) -> Iterator[tuple[range, list[tuple[int, str]]]]:
+    """Decode the chunks (in worker processes when there are several); yield each chunk's errors."""
+    if workers == 1 or len(chunks) == 1:
+        for chunk in chunks:
+            yield chunk, _decode_chunk(chunk, task)
+        return
+    # fork starts workers instantly and shares the task (paths) without pickling it.
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_set_task, initargs=(task,)
+    )
+    try:
+        pending: dict[Future, range] = {}
+        queue = iter(chunks)
+        while True:
+            # Only a few chunks queued at a time, so Ctrl-C or a crashed worker stops it promptly.
+            while len(pending) < 2 * workers and (chunk := next(queue, None)) is not None:
+                pending[pool.submit(_decode_chunk, chunk)] = chunk
+            if not pending:
+                return
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield pending.pop(future), future.result()
+    finally:
+        pool.shutdown(cancel_futures=True)  # an error or Ctrl-C must not wait for the rest
+
+
+_worker_task: _Task | None = None  # set once per worker process, so chunks carry no paths
+
+
+def _set_task(task: _Task) -> None:
+    global _worker_task
+    _worker_task = task
+
+
+def _decode_chunk(chunk: range, task: _Task | None = None) -> list[tuple[int, str]]:
+    """Decode a run of images into the output file; return (offset, reason) of unreadable ones.
+
+    `task` is given in-process; worker processes use the one their initializer set.
+    """
+    task = task if task is not None else _worker_task
+    if task is None:
+        raise RuntimeError("_decode_chunk called in a process without a task")
+    out = np.memmap(
+        task.out_path, dtype=np.uint8, mode="r+", shape=(task.n_items, task.size, task.size, 3)
+    )
+    errors: list[tuple[int, str]] = []
+    for i, index in enumerate(chunk):
+        try:
+            out[index] = load_image(task.paths[index], task.size)
+        except ImageError as exc:
+            errors.append((i, str(exc)))  # the row stays black; the build fails anyway
+    out.flush()
+    del out
+    return errors
