@@ -1,0 +1,219 @@
+"""The DVBPR model: x_ui = beta_i + gamma_u . gamma_i + theta_u . phi(X_i).
+
+phi is a CNN trained jointly with the ranking objective (never pretrained). Three networks:
+`cnnf` (the paper's CNN-F at 224x224), `alexnet` (torchvision's AlexNet, untrained, as the
+tutorial) and `cnnf-small` (a CNN-F-shaped network for 64-96 px images that trains on a CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import TrainingError
+
+ARCHS = ("cnnf", "cnnf-small", "alexnet")
+TERMS = ("visual", "visual+cf", "full")
+DEFAULT_IMAGE_SIZE = {"cnnf": 224, "alexnet": 224, "cnnf-small": 64}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; saved inside every checkpoint."""
+
+    n_users: int
+    n_items: int
+    arch: str = "cnnf-small"
+    image_size: int = 64
+    dim: int = 100  # K: visual embedding size (paper 50, original code 100)
+    cf_dim: int = 100  # gamma size (the tutorial's 100)
+    terms: str = "full"  # visual | visual+cf | full
+    dropout: float = 0.5
+    # The one image preprocessing (dvbpr.images.load_image), recorded so that inference and
+    # uploads are treated exactly as training was.
+    preprocessing: dict = field(
+        default_factory=lambda: {"pad": "white-square", "resize": "bicubic", "scale": "[-1,1]"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise TrainingError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.terms not in TERMS:
+            raise TrainingError(f"unknown score terms {self.terms!r}; choose one of {', '.join(TERMS)}")
+        if self.image_size < 32:
+            raise TrainingError(f"image size {self.image_size} is too small (at least 32)")
+        if self.arch in ("cnnf", "alexnet") and self.image_size < 64:
+            raise TrainingError(f"{self.arch} needs images of at least 64 px, got {self.image_size}")
+
+    @property
+    def uses_cf(self) -> bool:
+        return self.terms in ("visual+cf", "full")
+
+    @property
+    def uses_bias(self) -> bool:
+        return self.terms == "full"
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)  # "same"-style padding
+
+
+class CNNF(nn.Module):
+    """CNN-F (Chatfield et al. 2014) as used by DVBPR, with the widths as parameters.
+
+    conv1 11x11/4 -> pool, conv2 5x5 -> pool, conv3-5 3x3 -> pool, fc -> fc -> K. No LRN, as the
+    original code. `small=True` keeps the shape but shrinks it for 64-96 px images on a CPU.
+    """
+
+    def __init__(self, dim: int, image_size: int, small: bool = False, dropout: float = 0.5):
+        super().__init__()
+        if small:
+            widths, k1, s1, fc = (16, 32, 64, 64, 64), 5, 2, 256
+        else:
+            widths, k1, s1, fc = (64, 256, 256, 256, 256), 11, 4, 4096
+        c1, c2, c3, c4, c5 = widths
+        self.features = nn.Sequential(
+            _conv(3, c1, k1, s1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            _conv(c1, c2, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            _conv(c2, c3, 3), nn.ReLU(inplace=True),
+            _conv(c3, c4, 3), nn.ReLU(inplace=True),
+            _conv(c4, c5, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        with torch.no_grad():  # flattened size depends on the input resolution
+            flat = self.features(torch.zeros(1, 3, image_size, image_size)).numel()
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(flat, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(fc, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _alexnet(dim: int, dropout: float) -> nn.Module:
+    from torchvision.models import alexnet
+
+    net = alexnet(weights=None, dropout=dropout)  # untrained: nothing is downloaded
+    net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, dim)
+    return net
+
+
+def build_cnn(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch == "alexnet":
+        return _alexnet(cfg.dim, cfg.dropout)
+    return CNNF(cfg.dim, cfg.image_size, small=cfg.arch == "cnnf-small", dropout=cfg.dropout)
+
+
+class DVBPR(nn.Module):
+    """Visual term theta_u . phi(X_i) plus, by `terms`, gamma_u . gamma_i and beta_i."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.cnn = build_cnn(cfg)
+        self.theta_users = nn.Embedding(cfg.n_users, cfg.dim)
+        if cfg.uses_cf:
+            self.gamma_users = nn.Embedding(cfg.n_users, cfg.cf_dim)
+            self.gamma_items = nn.Embedding(cfg.n_items, cfg.cf_dim)
+        if cfg.uses_bias:
+            self.beta_items = nn.Embedding(cfg.n_items, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # As the original code: Xavier weights and zero biases in the CNN, theta ~ U(0, 1) / 100.
+        for m in self.cnn.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.uniform_(self.theta_users.weight, 0.0, 0.01)
+        if self.cfg.uses_cf:
+            nn.init.normal_(self.gamma_users.weight, std=0.01)
+            nn.init.normal_(self.gamma_items.weight, std=0.01)
+        if self.cfg.uses_bias:
+            nn.init.zeros_(self.beta_items.weight)
+
+    def cnn_weights(self) -> list[torch.Tensor]:
+        """CNN weight tensors that take L2 regularisation (biases excluded, as the original)."""
+        return [m.weight for m in self.cnn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+    def score(self, users: torch.Tensor, items: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """x_ui for aligned (users, items) pairs, phi = phi(X_items) already computed."""
+        x = (self.theta_users(users) * phi).sum(-1)
+        if self.cfg.uses_cf:
+            x = x + (self.gamma_users(users) * self.gamma_items(items)).sum(-1)
+        if self.cfg.uses_bias:
+            x = x + self.beta_items(items).squeeze(-1)
+        return x
+
+    def forward(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, images: torch.Tensor
+    ) -> torch.Tensor:
+        """x_uij = x_ui - x_uj. `images` holds the positives' then the negatives' images (2B),
+        so the CNN runs once over both halves (the siamese pair shares weights anyway)."""
+        phi = self.cnn(images).float()
+        phi_pos, phi_neg = phi.chunk(2)
+        return self.score(users, pos, phi_pos) - self.score(users, neg, phi_neg)
+
+    def embedding_l2(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                     l2_theta: float, l2_cf: float) -> torch.Tensor:
+        """L2 (sum of squares / 2, TF's l2_loss) on the batch's rows of theta, gamma and beta."""
+        reg = l2_theta * 0.5 * self.theta_users(users).pow(2).sum()
+        if self.cfg.uses_cf:
+            reg = reg + l2_cf * 0.5 * (self.gamma_users(users).pow(2).sum()
+                                       + self.gamma_items(pos).pow(2).sum()
+                                       + self.gamma_items(neg).pow(2).sum())
+        if self.cfg.uses_bias:
+            reg = reg + l2_cf * 0.5 * (self.beta_items(pos).pow(2).sum() + self.beta_items(neg).pow(2).sum())
+        return reg
+
+    def cnn_l2(self) -> torch.Tensor:
+        """L2 (sum of squares / 2) on every CNN weight, biases excluded (as the original)."""
+        return 0.5 * sum(w.pow(2).sum() for w in self.cnn_weights())
+
+    @torch.inference_mode()
+    def all_scores(self, users: torch.Tensor, phi_all: torch.Tensor,
+                   cold_items: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, n_items) of `users` against every item, phi_all = phi of every item.
+
+        Cold items (no training interaction) have untrained gamma_i and beta_i, so they are
+        scored as an uploaded image is: the visual term plus the mean bias of the warm items.
+        """
+        x = self.theta_users(users) @ phi_all.T
+        if self.cfg.uses_cf:
+            gamma_items = self.gamma_items.weight
+            if cold_items is not None:
+                gamma_items = gamma_items.masked_fill(cold_items[:, None], 0.0)
+            x = x + self.gamma_users(users) @ gamma_items.T
+        if self.cfg.uses_bias:
+            x = x + self.item_bias(cold_items)[None, :]
+        return x
+
+    def item_bias(self, cold_items: torch.Tensor | None = None) -> torch.Tensor:
+        """beta_i with cold items set to the mean bias of the warm items (zeros if no bias term)."""
+        if not self.cfg.uses_bias:
+            return torch.zeros(self.cfg.n_items, device=self.theta_users.weight.device)
+        beta = self.beta_items.weight.squeeze(-1)
+        if cold_items is not None and bool(cold_items.any()):
+            warm = ~cold_items
+            mean = beta[warm].mean() if bool(warm.any()) else beta.new_zeros(())
+            beta = torch.where(cold_items, mean, beta)
+        return beta
+
+    def cold_bias(self, cold_items: torch.Tensor | None = None) -> torch.Tensor:
+        """The bias given to a new item that has only an image: the mean bias of warm items."""
+        if not self.cfg.uses_bias:
+            return torch.zeros((), device=self.theta_users.weight.device)
+        beta = self.beta_items.weight.squeeze(-1)
+        if cold_items is not None and bool((~cold_items).any()):
+            beta = beta[~cold_items]
+        return beta.mean()
+
+
+def bpr_loss(x_uij: torch.Tensor) -> torch.Tensor:
+    """-ln sigmoid(x_uij), summed; softplus(-x) is the numerically stable form."""
+    return F.softplus(-x_uij).sum()
