@@ -1,0 +1,323 @@
+"""Command line: `python -m dvbpr COMMAND ...` (see `python -m dvbpr --help`).
+
+Errors of the package (DVBPRError) are printed as one clear line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Callable
+
+from .errors import DVBPRError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(o: object) -> object:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _data_or_default(data: str | None) -> Path:
+    """DATA as given, or the default dataset, generated if missing."""
+    from .synth import DEFAULT_DATA_DIR, ensure_default_dataset
+
+    if data is None or Path(data).resolve() == DEFAULT_DATA_DIR:
+        return ensure_default_dataset(progress=True)
+    return Path(data)
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k must be comma-separated integers, got {text!r}")
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError("--k needs positive integers, e.g. 10,20,100")
+    return ks
+
+
+# ------------------------------------------------------------------------------ commands
+@command("make-default")
+def _make_default(args: argparse.Namespace) -> int:
+    from .synth import DEFAULT_DATA_DIR, SynthConfig, make_dataset
+
+    out = Path(args.out) if args.out else DEFAULT_DATA_DIR
+    make_dataset(out, SynthConfig(seed=args.seed), progress=True)
+    print(f"default dataset written to {out}")
+    return 0
+
+
+@command("info")
+def _info(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    dataset = load_dataset(_data_or_default(args.data))
+    info = dataset.info()
+    if args.json:
+        _print_json(info)
+        return 0
+    for key in ("name", "path", "users", "items", "interactions", "train", "validation", "test",
+                "cold_items", "categories"):
+        print(f"{key:>13}: {info[key]}")
+    for warning in dataset.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, resume_config, train
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if args.resume:
+        if not args.out:
+            raise DVBPRError("--resume needs --out RUN_DIR (the run to continue)")
+        overrides = {k: given.get(k) for k in ("epochs", "max_minutes", "device", "patience")}
+        cfg = resume_config(args.out, **overrides)
+    else:
+        if not args.out:
+            raise DVBPRError("train needs --out RUN_DIR")
+        given["data"] = str(_data_or_default(args.data))
+        cfg = TrainConfig(**given)
+    status = train(cfg, resume=args.resume, progress=True)
+    if status:  # empty on DDP ranks other than 0, which stay quiet
+        print(f"{status['state']}: {cfg.out} (best validation AUC {status.get('best_val_auc')})"
+              + (f" - {status['message']}" if status.get("message") else ""))
+    return 0
+
+
+def _recommender(args: argparse.Namespace):
+    from .recommender import Recommender
+
+    return Recommender.from_run(args.run_dir, data=args.data, device=args.device, progress=True)
+
+
+@command("recommend")
+def _recommend(args: argparse.Namespace) -> int:
+    rec = _recommender(args)
+    ids, scores = rec.recommend(args.user, k=args.k, exclude_seen=not args.include_seen)
+    if args.json:
+        _print_json({"user": args.user,
+                     "items": [{"item_id": i, "score": float(s)} for i, s in zip(ids, scores)]})
+        return 0
+    for rank, (item, score) in enumerate(zip(ids, scores), 1):
+        print(f"{rank:>5}  {item:<24} {score:10.4f}")
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_baselines, evaluate_model, format_table, write_per_user_csv
+    from .train import ImageBatches
+
+    rec = _recommender(args)
+    result = evaluate_model(rec.model, rec.dataset, ImageBatches(rec.store, rec.device), split=args.split,
+                            ks=args.k, phi=rec.phi, progress=True)
+    table = {"dvbpr": result.metrics}
+    if args.baselines:
+        table.update({name: r.metrics for name, r in
+                      evaluate_baselines(rec.dataset, args.split, args.k, progress=True).items()})
+    if args.per_user:
+        write_per_user_csv(args.per_user, result, rec.dataset)
+    if args.json:
+        _print_json(table)
+    else:
+        print(format_table(table))
+    return 0
+
+
+@command("rank-users")
+def _rank_users(args: argparse.Namespace) -> int:
+    rec = _recommender(args)
+    users, scores = rec.rank_users(args.image, k=args.k, name=args.image)
+    if args.json:
+        _print_json({"image": args.image,
+                     "users": [{"user_id": u, "score": float(s)} for u, s in zip(users, scores)]})
+        return 0
+    for rank, (user, score) in enumerate(zip(users, scores), 1):
+        print(f"{rank:>5}  {user:<24} {score:10.4f}")
+    return 0
+
+
+@command("similar")
+def _similar(args: argparse.Namespace) -> int:
+    rec = _recommender(args)
+    ids, sims = rec.similar_items(item_id=args.item, image=args.image, k=args.k)
+    if args.json:
+        _print_json({"query": args.item or args.image,
+                     "items": [{"item_id": i, "similarity": float(s)} for i, s in zip(ids, sims)]})
+        return 0
+    for rank, (item, sim) in enumerate(zip(ids, sims), 1):
+        print(f"{rank:>5}  {item:<24} {sim:8.4f}")
+    return 0
+
+
+@command("import")
+def _import(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .fsutil import read_json
+    from .importers import REPORT_FILE, import_kang_npy, import_visrec
+
+    if args.format == "kang-npy":
+        out = import_kang_npy(args.file, args.out, trust_pickle=args.trust_pickle,
+                              skip_missing_images=args.skip_missing_images)
+    else:
+        out = import_visrec(args.csv, args.images_dir, args.out)
+    dataset = load_dataset(out)
+    info = dataset.info()
+    print(f"imported into {out}")
+    for key in ("users", "items", "interactions", "train", "validation", "test", "cold_items",
+                "categories"):
+        print(f"{key:>13}: {info[key]}")
+    report = read_json(out / REPORT_FILE, {})
+    if report.get("skipped_items"):
+        print(f"skipped {report['skipped_items']} item(s) without image bytes "
+              f"(e.g. {', '.join(report['skipped_item_ids'])}) and "
+              f"{report['dropped_interactions']} interaction(s) with them")
+    for warning in dataset.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- parser
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="run folder holding best.pt or last.pt (e.g. models/default)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the one the run was trained on)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model import ARCHS, TERMS
+    from .sampling import NEGATIVE_POOLS
+    from .train import LR_SCHEDULES
+
+    parser = argparse.ArgumentParser(prog="python -m dvbpr", description="DVBPR: visually-aware recommendation")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("make-default", help="generate the embedded default fashion dataset")
+    p.add_argument("--out", default=None, help="output folder (default: data/default)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (0 is the shipped default)")
+
+    p = sub.add_parser("info", help="validate a dataset folder and print its statistics")
+    p.add_argument("data", nargs="?", default=None, help="dataset folder (default: data/default)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("train", help="train a DVBPR model (or resume / fine-tune one)")
+    p.add_argument("--data", default=None, help="dataset folder (default: data/default)")
+    p.add_argument("--out", default=None, help="run folder to write (checkpoints, metrics, status)")
+    p.add_argument("--arch", choices=("auto",) + ARCHS, default=None,
+                   help="CNN: auto picks cnnf on CUDA and cnnf-small on the CPU")
+    p.add_argument("--image-size", dest="image_size", type=int, default=None,
+                   help="input resolution in pixels (default: 224 for cnnf/alexnet, 64 for cnnf-small)")
+    p.add_argument("--dim", type=int, default=None, help="visual embedding size K (default 100)")
+    p.add_argument("--cf-dim", dest="cf_dim", type=int, default=None, help="gamma size (default 100)")
+    p.add_argument("--terms", choices=TERMS, default=None,
+                   help="score terms: visual (original code), visual+cf (tutorial), full (default)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs; one epoch visits every training interaction")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="triplets per step (default 128)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--l2-cnn", dest="l2_cnn", type=float, default=None, help="L2 on CNN weights (default 1e-3)")
+    p.add_argument("--l2-theta", dest="l2_theta", type=float, default=None, help="L2 on theta rows (default 1.0)")
+    p.add_argument("--l2-cf", dest="l2_cf", type=float, default=None, help="L2 on gamma and beta rows (default 1e-3)")
+    p.add_argument("--negatives", choices=NEGATIVE_POOLS, default=None,
+                   help="negative pool: all items (the paper) or warm items only")
+    p.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=None,
+                   help="learning-rate schedule (plateau follows validation AUC)")
+    p.add_argument("--patience", type=int, default=None, help="early stop after N epochs without validation gain (0 = off)")
+    p.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--max-minutes", dest="max_minutes", type=float, default=None,
+                   help="stop (resumably) after this many minutes")
+    p.add_argument("--log-every", dest="log_every", type=int, default=None, help="steps between metrics.jsonl lines")
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None,
+                   help="steps between mid-epoch checkpoints (0 = end of each epoch only)")
+    p.add_argument("--val-users", dest="val_users", type=int, default=None,
+                   help="validate on a fixed sample of this many users (0 = all)")
+    p.add_argument("--init-from", dest="init_from", default=None,
+                   help="fine-tune from another run folder: users and items matched by id")
+    p.add_argument("--freeze-cnn", dest="freeze_cnn", action="store_true", default=None,
+                   help="train only the embeddings (with --init-from)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+    p = sub.add_parser("recommend", help="top-k items for a user")
+    _run_args(p)
+    p.add_argument("--user", required=True, help="user id")
+    p.add_argument("-k", type=int, default=20, help="number of items (more than the catalogue returns all)")
+    p.add_argument("--include-seen", action="store_true", help="do not exclude the user's training items")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("evaluate", help="full-ranking metrics of a run (and baselines)")
+    _run_args(p)
+    p.add_argument("--split", choices=("test", "val"), default="test", help="held-out rows to evaluate")
+    p.add_argument("--k", type=_ks, default=(20, 100), help="cut-offs, comma-separated (default 20,100)")
+    p.add_argument("--baselines", action="store_true", help="also evaluate popularity and BPR-MF")
+    p.add_argument("--per-user", dest="per_user", default=None, help="write per-user metrics to this CSV")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("rank-users", help="users who would rank a new image highest (cold start)")
+    _run_args(p)
+    p.add_argument("image", help="image file (jpg, png, webp)")
+    p.add_argument("-k", type=int, default=10, help="number of users")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("similar", help="visually nearest catalogue items")
+    _run_args(p)
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--item", default=None, help="catalogue item id")
+    query.add_argument("--image", default=None, help="image file")
+    p.add_argument("-k", type=int, default=10, help="number of items")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("import", help="convert a public dataset into a dataset folder")
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT",
+                               help="the source format")
+    f = formats.add_parser("kang-npy", help="an original DVBPR .npy file (Amazon, Tradesy)")
+    f.add_argument("file", metavar="FILE", help="the .npy file, e.g. AmazonFashion6ImgPartitioned.npy")
+    f.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create (new or empty)")
+    f.add_argument("--trust-pickle", dest="trust_pickle", action="store_true",
+                   help="allow loading the file: it is a pickle, which can run code; "
+                        "only for files from a source you trust")
+    f.add_argument("--skip-missing-images", dest="skip_missing_images", action="store_true",
+                   help="leave out items without image bytes and their interactions "
+                        "(default: stop with an error listing them)")
+    f = formats.add_parser("visrec",
+                           help="a VisRec tutorial CSV (Wikimedia, UGallery) and its images")
+    f.add_argument("csv", metavar="CSV", help="user_id,item_id,timestamp,evaluation (Wikimedia) or "
+                               "user_id,item_id,artist_id,timestamp (UGallery)")
+    f.add_argument("images_dir", metavar="IMAGES_DIR",
+                   help="folder with one image per item, <item_id>.jpg (or jpeg/png/webp)")
+    f.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create (new or empty)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DVBPRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
