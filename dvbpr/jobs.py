@@ -20,6 +20,7 @@ from .fsutil import safe_name
 from .train import STATUS, TrainConfig, is_locked, read_metrics, read_status
 
 LOG = "train.log"
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds dvbpr/
 
 
 def _cli_args(cfg: TrainConfig) -> list[str]:
@@ -49,17 +50,23 @@ def start_training(cfg: TrainConfig, resume: bool = False) -> int:
         raise JobError(f"{run_dir} already holds a run: resume it or pick another run name")
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "dvbpr", "train", *_cli_args(cfg)] + (["--resume"] if resume else [])
+    # cwd stays the caller's (relative --data/--out mean what they meant here); PYTHONPATH lets
+    # the job import this package from any folder, installed or not.
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
     with open(run_dir / LOG, "ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=os.getcwd(),
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    # Wait until the job holds its lock or has died, so a second start is refused reliably.
-    for _ in range(100):
-        if is_locked(run_dir) or proc.poll() is not None:
-            break
+                                start_new_session=True, cwd=os.getcwd(), env=env)
+    # Wait until the job holds its lock (after importing torch: seconds on a busy machine) or
+    # has died, so a second start is refused reliably and an immediate failure is reported.
+    deadline = time.time() + 120
+    while not is_locked(run_dir) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    if proc.poll() not in (None, 0):
+        raise JobError(f"the training job exited at once (status {proc.returncode}): "
+                       f"{job_log(run_dir, lines=1) or 'see ' + str(run_dir / LOG)}")
     return proc.pid
 
 

@@ -103,13 +103,13 @@ class Recommender:
                   items: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Top-k item ids and scores, best first. `exclude_seen` drops the user's training
         items; `items` restricts the ranking to those ids. k beyond the candidates returns all."""
+        self.dataset.users.index(user_id)  # one id: the plain "unknown user 'x'" message
         ids, scores = self.recommend_batch([user_id], k, exclude_seen, items)
         return ids[0], scores[0]
 
     def recommend_batch(self, user_ids: Sequence[str], k: int = 20, exclude_seen: bool = True,
                         items: Sequence[str] | None = None) -> tuple[list[list[str]], list[np.ndarray]]:
-        if k < 1:
-            raise DVBPRError(f"k must be at least 1, got {k}")
+        _check_k(k)
         users = self.dataset.users.indices(user_ids)
         scores = self.scores(users)
         allowed = torch.ones(scores.shape, dtype=torch.bool, device=self.device)
@@ -192,6 +192,7 @@ class Recommender:
     def rank_users(self, image: ImageInput | np.ndarray, k: int = 10, name: str | None = None
                    ) -> tuple[list[str], np.ndarray]:
         """The k users who would rank a new image highest, best first, with their scores."""
+        _check_k(k)  # a negative k would slice off the last users instead
         scores = self.user_scores_for_image(image, name)
         top = np.argsort(-scores, kind="stable")[:k]
         return self.dataset.users.to_ids(top), scores[top]
@@ -201,6 +202,7 @@ class Recommender:
         """Nearest catalogue items in phi space by cosine similarity (the query item excluded)."""
         if (item_id is None) == (image is None):
             raise DVBPRError("give exactly one of item_id or image")
+        _check_k(k)
         if item_id is not None:
             query, skip = self.phi[self.dataset.items.index(item_id)], self.dataset.items.index(item_id)
         else:
@@ -214,6 +216,11 @@ class Recommender:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise DVBPRError(f"k must be at least 1, got {k}")
+
+
 def resolve_data_path(recorded: str) -> Path:
     """A run records its dataset path as given; relative paths are tried against the current
     folder, then against the repository root (so the shipped default model works anywhere)."""

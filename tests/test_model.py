@@ -1,0 +1,184 @@
+"""The DVBPR module: CNN shapes, score terms, cold-item scoring, loss and regularisers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dvbpr.errors import TrainingError
+from dvbpr.model import CNNF, DVBPR, ModelConfig, bpr_loss, build_cnn
+
+
+def _layers(module: nn.Module, kind: type) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, kind)]
+
+
+def small_model(terms: str = "full", n_users: int = 5, n_items: int = 7) -> DVBPR:
+    torch.manual_seed(0)
+    model = DVBPR(ModelConfig(n_users=n_users, n_items=n_items, arch="cnnf-small", image_size=32,
+                              dim=4, cf_dim=3, terms=terms))
+    with torch.no_grad():  # non-trivial values everywhere, so every term shows in the scores
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    return model.eval()
+
+
+# --- networks -------------------------------------------------------------------------------
+
+
+def test_cnnf_224_has_the_papers_layers() -> None:
+    net = CNNF(dim=50, image_size=224)
+    convs, fcs = _layers(net, nn.Conv2d), _layers(net, nn.Linear)
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (3, 64, (11, 11), (4, 4)), (64, 256, (5, 5), (1, 1)), (256, 256, (3, 3), (1, 1)),
+        (256, 256, (3, 3), (1, 1)), (256, 256, (3, 3), (1, 1)),
+    ]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(256 * 7 * 7, 4096), (4096, 4096), (4096, 50)]
+    assert len(_layers(net, nn.MaxPool2d)) == 3
+    assert not _layers(net, nn.LocalResponseNorm)
+    drops = _layers(net, nn.Dropout)
+    assert len(drops) == 2 and all(d.p == 0.5 for d in drops)
+    assert net(torch.zeros(1, 3, 224, 224)).shape == (1, 50)
+
+
+def test_dropout_active_in_train_mode_only() -> None:
+    torch.manual_seed(0)
+    net = CNNF(dim=8, image_size=32, small=True)
+    for m in net.modules():  # non-zero biases so the fc activations are not all zero
+        if isinstance(m, nn.Linear):
+            nn.init.uniform_(m.bias, 0.1, 0.2)
+    x = torch.randn(2, 3, 32, 32)
+    net.train()
+    assert not torch.allclose(net(x), net(x))
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+
+
+def test_alexnet_variant_replaces_last_layer_and_downloads_nothing(monkeypatch) -> None:
+    import torch.hub
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("alexnet must not load pretrained weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    net = build_cnn(ModelConfig(n_users=2, n_items=3, arch="alexnet", image_size=224, dim=16)).eval()
+    last = net.classifier[-1]
+    assert isinstance(last, nn.Linear) and (last.in_features, last.out_features) == (4096, 16)
+    assert sum(isinstance(m, nn.Linear) for m in net.modules()) == 3
+    with torch.no_grad():
+        assert net(torch.zeros(2, 3, 224, 224)).shape == (2, 16)
+
+
+def test_cnnf_small_output_shape_and_config_checks() -> None:
+    for size in (32, 64, 96):
+        net = build_cnn(ModelConfig(n_users=1, n_items=1, arch="cnnf-small", image_size=size, dim=12)).eval()
+        with torch.no_grad():
+            assert net(torch.zeros(3, 3, size, size)).shape == (3, 12)
+    with pytest.raises(TrainingError, match="architecture"):
+        ModelConfig(n_users=1, n_items=1, arch="resnet")
+    with pytest.raises(TrainingError, match="terms"):
+        ModelConfig(n_users=1, n_items=1, terms="cf")
+    with pytest.raises(TrainingError, match="at least 64"):
+        ModelConfig(n_users=1, n_items=1, arch="cnnf", image_size=32)
+
+
+# --- score terms ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("terms, has_cf, has_bias", [
+    ("visual", False, False), ("visual+cf", True, False), ("full", True, True),
+])
+def test_terms_parameters_and_score_formula(terms: str, has_cf: bool, has_bias: bool) -> None:
+    model = small_model(terms)
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert ("gamma_users" in names) == has_cf and ("gamma_items" in names) == has_cf
+    assert ("beta_items" in names) == has_bias and "theta_users" in names
+    users, items = torch.tensor([0, 1, 4, 4]), torch.tensor([6, 0, 3, 2])
+    phi = torch.randn(4, 4)
+    expected = (model.theta_users.weight[users] * phi).sum(1)
+    if has_cf:
+        expected = expected + (model.gamma_users.weight[users] * model.gamma_items.weight[items]).sum(1)
+    if has_bias:
+        expected = expected + model.beta_items.weight[items, 0]
+    with torch.no_grad():
+        assert torch.allclose(model.score(users, items, phi), expected, atol=1e-6)
+        # forward is x_ui - x_uj with phi from the CNN over [positives; negatives]
+        images = torch.randn(8, 3, 32, 32)
+        phi_all = model.cnn(images)
+        x = model(users, items, items.flip(0), images)
+        ref = model.score(users, items, phi_all[:4]) - model.score(users, items.flip(0), phi_all[4:])
+        assert torch.allclose(x, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("terms", ["visual", "visual+cf", "full"])
+def test_all_scores_scores_cold_items_with_zero_gamma_and_mean_warm_bias(terms: str) -> None:
+    model = small_model(terms)
+    phi_all = torch.randn(7, 4)
+    cold = torch.tensor([False, True, False, False, True, False, False])
+    users = torch.tensor([0, 2, 3])
+    got = model.all_scores(users, phi_all, cold)
+    theta = model.theta_users.weight[users]
+    expected = theta @ phi_all.T
+    if terms != "visual":
+        gamma_i = model.gamma_items.weight.clone()
+        gamma_i[cold] = 0.0
+        expected = expected + model.gamma_users.weight[users] @ gamma_i.T
+    if terms == "full":
+        beta = model.beta_items.weight[:, 0].clone()
+        warm_mean = beta[~cold].mean()
+        beta[cold] = warm_mean
+        expected = expected + beta
+        assert torch.allclose(model.cold_bias(cold), warm_mean)
+    else:
+        assert float(model.cold_bias(cold)) == 0.0
+    assert got.shape == (3, 7)
+    assert torch.allclose(got, expected, atol=1e-5)
+    # warm items score exactly as `score` does
+    warm = torch.tensor([0, 2, 3, 5, 6])
+    for r, u in enumerate(users.tolist()):
+        direct = model.score(torch.full((5,), u), warm, phi_all[warm])
+        assert torch.allclose(got[r, warm], direct.detach(), atol=1e-5)
+
+
+# --- loss and regularisers ------------------------------------------------------------------
+
+
+def test_bpr_loss_is_summed_negative_log_sigmoid() -> None:
+    x = torch.tensor([-30.0, -2.0, 0.0, 0.5, 3.0, 40.0])
+    assert torch.allclose(bpr_loss(x), -torch.log(torch.sigmoid(x.double())).sum().float(), rtol=1e-6)
+    assert torch.isclose(bpr_loss(torch.zeros(4)), torch.tensor(4 * 0.6931471805599453))
+    assert torch.isfinite(bpr_loss(torch.tensor([-1e4])))  # stable where log(sigmoid) underflows
+
+
+def test_regularisers_by_hand() -> None:
+    model = small_model("full")
+    u, i, j = torch.tensor([0, 3, 3]), torch.tensor([1, 2, 6]), torch.tensor([5, 0, 4])
+    th, gu, gi, b = (model.theta_users.weight, model.gamma_users.weight, model.gamma_items.weight,
+                     model.beta_items.weight)
+    expected = (2.0 * 0.5 * (th[u] ** 2).sum()
+                + 0.1 * 0.5 * ((gu[u] ** 2).sum() + (gi[i] ** 2).sum() + (gi[j] ** 2).sum()
+                               + (b[i] ** 2).sum() + (b[j] ** 2).sum()))
+    assert torch.allclose(model.embedding_l2(u, i, j, 2.0, 0.1), expected, rtol=1e-5)
+    weights = [m.weight for m in model.cnn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(weights) == 8  # 5 conv + 3 fc; biases excluded
+    cnn = 0.5 * sum(float((w.detach().double() ** 2).sum()) for w in weights)
+    everything = 0.5 * sum(float((p.detach().double() ** 2).sum()) for p in model.cnn.parameters())
+    assert float(model.cnn_l2().detach()) == pytest.approx(cnn, rel=1e-5)
+    assert everything > cnn * (1 + 1e-4)  # the biases are non-zero here, so excluding them shows
+    # visual-only model: only theta is regularised
+    vis = small_model("visual")
+    assert torch.allclose(vis.embedding_l2(u, i, j, 2.0, 0.1),
+                          2.0 * 0.5 * (vis.theta_users.weight[u] ** 2).sum(), rtol=1e-5)
+
+
+def test_reset_parameters_follows_the_original_init() -> None:
+    torch.manual_seed(1)
+    model = DVBPR(ModelConfig(n_users=50, n_items=9, arch="cnnf-small", image_size=32, dim=8, cf_dim=4))
+    theta = model.theta_users.weight.detach()
+    assert float(theta.min()) >= 0.0 and float(theta.max()) <= 0.01
+    assert torch.equal(model.beta_items.weight, torch.zeros(9, 1))
+    for m in model.cnn.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            assert torch.equal(m.bias, torch.zeros_like(m.bias))

@@ -1,0 +1,374 @@
+"""Training: the run folder, refusal, stop/kill and resume, NaN, fine-tuning, DDP on CPU."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dvbpr import cli
+from dvbpr.checkpoint import load_checkpoint
+from dvbpr.data import load_dataset
+from dvbpr.errors import CheckpointError, TrainingError
+from dvbpr.jobs import _cli_args
+from dvbpr.recommender import Recommender
+from dvbpr.train import TrainConfig, build_model, read_metrics, read_status, resume_config, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def config(data: Path, out: Path, base: dict, **changes) -> TrainConfig:
+    return TrainConfig(data=str(data), out=str(out), **{**base, **changes})
+
+
+def epochs_of(run: Path) -> list[dict]:
+    return [r for r in read_metrics(run) if r["type"] == "epoch"]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 1e-5) -> None:
+    wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=atol), name
+
+
+# --- the run folder -------------------------------------------------------------------------
+
+
+def test_run_folder_holds_checkpoints_config_metrics_and_status(tiny_run: Path, tiny_data: Path,
+                                                                tiny_train_kwargs: dict) -> None:
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"best.pt", "last.pt", "config.json", "metrics.jsonl", "status.json"} <= names
+    saved = json.loads((tiny_run / "config.json").read_text())
+    assert {k: saved[k] for k in tiny_train_kwargs} == tiny_train_kwargs
+    assert saved["model"]["arch"] == "cnnf-small" and saved["model"]["n_items"] == 48
+
+    epochs = tiny_train_kwargs["epochs"]
+    steps_per_epoch = math.ceil(160 / tiny_train_kwargs["batch_size"])
+    records = read_metrics(tiny_run)
+    steps = [r for r in records if r["type"] == "step"]
+    ends = epochs_of(tiny_run)
+    assert len(ends) == epochs and [r["epoch"] for r in ends] == list(range(1, epochs + 1))
+    assert len(steps) == epochs * steps_per_epoch // tiny_train_kwargs["log_every"]
+    for r in steps + ends:
+        assert math.isfinite(r["loss"]) and r["triplets_per_s"] > 0
+    for r in ends:
+        assert 0.0 <= r["val_auc"] <= 1.0
+    assert [r["step"] for r in ends] == [steps_per_epoch * (e + 1) for e in range(epochs)]
+    assert ends[-1]["val_auc"] > 0.65  # red users like red items: even this tiny run learns it
+
+    status = read_status(tiny_run)
+    assert status["state"] == "finished"
+    assert status["epoch"] == epochs and status["epochs"] == epochs
+    assert status["step"] == status["total_steps"] == epochs * steps_per_epoch
+    assert status["pid"] == os.getpid()  # trained in this process by the fixture
+    assert status["best_val_auc"] == max(r["val_auc"] for r in ends)
+
+    best = torch.load(tiny_run / "best.pt", weights_only=True)
+    last = torch.load(tiny_run / "last.pt", weights_only=True)
+    assert "training_state" in last and "training_state" not in best
+    assert last["step"] == epochs * steps_per_epoch and last["epoch"] == epochs
+    assert best["metrics"]["val_auc"] == status["best_val_auc"]
+    dataset = load_dataset(tiny_data)
+    assert best["user_ids"] == dataset.users.ids and best["item_ids"] == dataset.items.ids
+    assert best["cold_items"].tolist() == dataset.cold_items.tolist()
+
+
+def test_refuses_to_train_into_an_existing_run(tiny_run: Path, tiny_data: Path, tiny_copy,
+                                                tiny_train_kwargs: dict) -> None:
+    run = tiny_copy(tiny_run, "run")
+    before = {p.name: sha(p) for p in run.iterdir()}
+    with pytest.raises(TrainingError, match="--resume"):
+        train(config(tiny_data, run, tiny_train_kwargs), progress=False)
+    assert {p.name: sha(p) for p in run.iterdir()} == before  # not even status.json touched
+
+
+def test_resume_refuses_a_changed_dataset_and_a_run_without_last(tiny_run: Path, tiny_data: Path,
+                                                                 tiny_copy) -> None:
+    run, data = tiny_copy(tiny_run, "run"), tiny_copy(tiny_data, "data")
+    with open(data / "interactions.csv", "a") as fh:
+        fh.write("u1,i3,1800000000\n")
+    with pytest.raises(TrainingError, match="changed"):
+        train(resume_config(run, data=str(data)), resume=True, progress=False)
+    assert read_status(run)["state"] == "failed"
+    (run / "last.pt").unlink()
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        resume_config(run)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "epochs"), ({"batch_size": 1}, "batch size"), ({"lr": 0.0}, "learning rate"),
+    ({"l2_theta": -1.0}, "L2"), ({"log_every": 0}, "log interval"), ({"checkpoint_every": -1}, "checkpoint"),
+    ({"arch": "vgg"}, "arch"), ({"terms": "cf"}, "terms"), ({"negatives": "cold"}, "negatives"),
+    ({"device": "tpu"}, "device"), ({"lr_schedule": "step"}, "schedule"),
+])
+def test_bad_training_options_are_refused_before_anything_is_written(change: dict, message: str,
+                                                                      tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match=message):
+        train(TrainConfig(data="nowhere", out=str(tmp_path / "run"), **change), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+# --- stop, kill and resume ------------------------------------------------------------------
+
+
+def test_sigterm_stops_resumably_and_resume_finishes_like_an_uninterrupted_run(
+        tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    run = tmp_path / "run"
+
+    sent = []
+
+    def sigterm_once(fraction: float, message: str) -> None:  # at the first log line: step 5
+        if message.startswith("epoch") and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    status = train(config(tiny_data, run, tiny_train_kwargs), progress=False, progress_callback=sigterm_once)
+    assert status["state"] == "stopped" and "--resume" in status["message"]
+    assert signal.getsignal(signal.SIGTERM) is handler  # the training handler is removed again
+    last = load_checkpoint(run / "last.pt")
+    assert (last["epoch"], last["step"], last["training_state"]["step_in_epoch"]) == (0, 5, 5)
+    assert not (run / "best.pt").exists()  # no epoch finished yet
+
+    assert cli.main(["train", "--out", str(run), "--resume"]) == 0
+    status = read_status(run)
+    assert status["state"] == "finished"
+    assert status["step"] == status["total_steps"] == read_status(tiny_run)["total_steps"]
+    resumed = {k: v for k, v in read_metrics(run)[1].items() if k != "time"}
+    assert resumed == {"type": "resume", "epoch": 0, "step": 5}
+    # RNG state, optimizer and the epoch's triplets are restored: the same run as uninterrupted
+    assert [r["val_auc"] for r in epochs_of(run)] == pytest.approx(
+        [r["val_auc"] for r in epochs_of(tiny_run)], abs=1e-6)
+    assert_same_weights(run / "last.pt", tiny_run / "last.pt")
+
+
+def test_sigterm_while_loading_still_ends_in_a_resumable_stop(tiny_data: Path, tmp_path: Path,
+                                                               tiny_train_kwargs: dict) -> None:
+    run = tmp_path / "run"
+
+    def sigterm_at_image_cache(fraction: float, message: str) -> None:
+        if "images" in message:  # ImageStore.open reports the images: still loading
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    # Were training not to catch SIGTERM this early, this handler would swallow it (rather
+    # than the signal killing pytest) and the run would finish: the assertions would say so.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        status = train(config(tiny_data, run, tiny_train_kwargs), progress=False,
+                       progress_callback=sigterm_at_image_cache)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert status["state"] == "stopped"
+    assert load_checkpoint(run / "last.pt")["step"] == 1  # one step, then the stop
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
+        tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    run = tmp_path / "run"
+    cfg = config(tiny_data, run, tiny_train_kwargs, checkpoint_every=2)
+    proc = subprocess.Popen([sys.executable, "-m", "dvbpr", "train", *_cli_args(cfg)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                ckpt = torch.load(run / "last.pt", weights_only=True)
+            except (FileNotFoundError, RuntimeError, EOFError):
+                ckpt = None
+            if ckpt is not None and ckpt["training_state"]["step_in_epoch"] > 0:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before a mid-epoch checkpoint"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ckpt = load_checkpoint(run / "last.pt")  # atomic writes: intact even after SIGKILL
+    stopped_at = ckpt["training_state"]["step_in_epoch"]
+    assert stopped_at > 0 and ckpt["step"] % 2 == 0
+    assert read_status(run)["state"] == "running"  # what the killed process left behind
+
+    assert cli.main(["train", "--out", str(run), "--resume"]) == 0
+    status = read_status(run)
+    assert status["state"] == "finished"
+    assert status["step"] == status["total_steps"] == read_status(tiny_run)["total_steps"]
+    resumed = [r for r in read_metrics(run) if r["type"] == "resume"]
+    assert resumed and resumed[-1]["step"] == ckpt["step"]
+    # Resume restores the RNG state and regenerates the epoch's triplets, so the result is the
+    # uninterrupted run's (exactly, in practice; the tolerance only allows for float noise).
+    assert epochs_of(run)[-1]["val_auc"] == pytest.approx(epochs_of(tiny_run)[-1]["val_auc"], abs=1e-4)
+    assert_same_weights(run / "last.pt", tiny_run / "last.pt", atol=1e-4)
+
+
+# --- divergence -----------------------------------------------------------------------------
+
+
+def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(
+        tiny_run: Path, tiny_copy, monkeypatch) -> None:
+    import dvbpr.train as train_module
+
+    run = tiny_copy(tiny_run, "run")
+    before = {name: sha(run / name) for name in ("best.pt", "last.pt")}
+    monkeypatch.setattr(train_module, "bpr_loss", lambda x: (x * float("nan")).sum())
+    with pytest.raises(TrainingError, match="loss became nan"):
+        train(resume_config(run, epochs=4), resume=True, progress=False)
+    status = read_status(run)
+    assert status["state"] == "failed" and "loss became nan" in status["message"]
+    assert {name: sha(run / name) for name in before} == before
+
+
+def test_diverging_run_never_writes_a_broken_checkpoint(tiny_data: Path, tmp_path: Path,
+                                                        tiny_train_kwargs: dict) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match="nan|inf"):
+        train(config(tiny_data, run, tiny_train_kwargs, lr=1e30, epochs=1, checkpoint_every=1, log_every=1),
+              progress=False)
+    assert [r["step"] for r in read_metrics(run)] == [1]  # the one good step was logged
+    status = read_status(run)
+    assert status["state"] == "failed" and "lower --lr" in status["message"]
+    for name in ("last.pt", "best.pt"):  # whatever was saved must be usable
+        if (run / name).exists():
+            weights = load_checkpoint(run / name)["model"]
+            assert all(torch.isfinite(w).all() and w.abs().max() < 1e6 for w in weights.values())
+    # no checkpoint, so the folder can be trained into again: from a clean metrics.jsonl
+    assert train(config(tiny_data, run, tiny_train_kwargs, epochs=1), progress=False)["state"] == "finished"
+    assert [r["step"] for r in read_metrics(run) if r["type"] == "step"] == [5, 10]
+    assert "message" not in read_status(run) or read_status(run)["message"] == ""
+
+
+# --- fine-tuning ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grown_data(tmp_path_factory, tiny_make_dataset) -> Path:
+    """The tiny dataset plus 8 new (red) users and 6 new items, listed first in the files."""
+    return tiny_make_dataset(tmp_path_factory.mktemp("grown") / "data", new_users=8, new_items=6)
+
+
+def test_init_from_copies_matched_ids_and_cnn_and_leaves_new_ones_fresh(
+        tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    source = load_checkpoint(tiny_run / "best.pt")
+    dataset = load_dataset(grown_data)
+    assert dataset.users.ids[0] == "u40" and dataset.items.ids[0] == "i48"  # new ids come first
+    torch.manual_seed(123)
+    model, _ = build_model(config(grown_data, tmp_path / "ft", tiny_train_kwargs, init_from=str(tiny_run)),
+                           dataset, torch.device("cpu"))
+    state = model.state_dict()
+    for name, tensor in source["model"].items():
+        if name.startswith("cnn."):
+            assert torch.equal(state[name], tensor), name
+    old_users = {u: k for k, u in enumerate(source["user_ids"])}
+    old_items = {i: k for k, i in enumerate(source["item_ids"])}
+    for table, ids, old in (("theta_users", dataset.users.ids, old_users),
+                            ("gamma_users", dataset.users.ids, old_users),
+                            ("gamma_items", dataset.items.ids, old_items),
+                            ("beta_items", dataset.items.ids, old_items)):
+        new_rows = state[f"{table}.weight"]
+        src_rows = source["model"][f"{table}.weight"]
+        for k, id_ in enumerate(ids):
+            if id_ in old:
+                assert torch.equal(new_rows[k], src_rows[old[id_]]), (table, id_)
+            else:  # fresh initialisation, not any trained row
+                assert not any(torch.equal(new_rows[k], row) for row in src_rows), (table, id_)
+    new_theta = state["theta_users.weight"][:8]
+    assert float(new_theta.min()) >= 0 and float(new_theta.max()) <= 0.01
+    assert torch.equal(state["beta_items.weight"][:6], torch.zeros(6, 1))
+
+
+def test_freeze_cnn_trains_only_the_embeddings_and_resumes_without_its_source(
+        tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_copy, tiny_train_kwargs: dict) -> None:
+    source_run = tiny_copy(tiny_run, "source")
+    run = tmp_path / "frozen"
+    status = train(config(grown_data, run, tiny_train_kwargs, epochs=1, init_from=str(source_run),
+                          freeze_cnn=True), progress=False)
+    assert status["state"] == "finished"
+    source = load_checkpoint(source_run / "best.pt")["model"]
+    tuned = load_checkpoint(run / "last.pt")["model"]
+    cnn = [n for n in source if n.startswith("cnn.")]
+    assert cnn and all(torch.equal(tuned[n], source[n]) for n in cnn)
+    ids = load_dataset(grown_data).users.ids
+    old = ids.index("u0")
+    assert not torch.equal(tuned["theta_users.weight"][old], source["theta_users.weight"][0])
+    # a resume continues from the run's own checkpoint: the source run is no longer needed
+    shutil.rmtree(source_run)
+    assert train(resume_config(run, epochs=2), resume=True, progress=False)["state"] == "finished"
+    resumed = load_checkpoint(run / "last.pt")
+    assert resumed["epoch"] == 2 and all(torch.equal(resumed["model"][n], source[n]) for n in cnn)
+
+
+def test_fine_tuned_new_users_get_recommendations_that_fit_them_better_than_popularity(
+        tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    run = tmp_path / "tuned"
+    train(config(grown_data, run, tiny_train_kwargs, epochs=2, init_from=str(tiny_run)), progress=False)
+    source = load_checkpoint(tiny_run / "best.pt")["model"]
+    tuned = load_checkpoint(run / "best.pt")["model"]
+    assert not torch.equal(tuned["cnn.features.0.weight"], source["cnn.features.0.weight"])  # not frozen
+    rec = Recommender.from_run(run, device="cpu")
+    popularity = rec.dataset.item_popularity.astype(float)
+    model_auc, pop_auc = [], []
+    for user in [f"u{k}" for k in range(40, 48)]:
+        excluded = set(rec.user_history(user)) | set(rec.held_out(user, "val"))
+        (target,) = rec.held_out(user, "test")
+        candidates = [i for i in rec.items() if i not in excluded]
+        n_neg = len(candidates) - 1
+        model_auc.append(1 - (rec.rank_of(user, target) - 1) / n_neg)
+        cand = rec.dataset.items.indices(candidates)
+        t = rec.dataset.items.index(target)
+        pop_rank = int((popularity[cand] >= popularity[t]).sum())  # the target counts itself: the 1 +
+        pop_auc.append(1 - (pop_rank - 1) / n_neg)
+    # new users are red; popularity favours blue items (blue users have more interactions)
+    assert np.mean(model_auc) > np.mean(pop_auc) + 0.15, (model_auc, pop_auc)
+    assert np.mean(model_auc) > 0.6
+
+
+# --- DDP ------------------------------------------------------------------------------------
+
+
+def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
+        tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    run = tmp_path / "ddp"
+    cfg = config(tiny_data, run, tiny_train_kwargs)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "dvbpr", "train", *_cli_args(cfg)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [line for line in out.stdout.splitlines() if line.startswith("finished:")] == [
+        f"finished: {run} (best validation AUC {read_status(run)['best_val_auc']})"]
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == len((tiny_run / "metrics.jsonl").read_text().splitlines())
+    keys = [(r["type"], r["step"]) for r in map(json.loads, lines)]
+    assert len(keys) == len(set(keys))  # each record once: only rank 0 writes
+    status = read_status(run)
+    assert status["state"] == "finished" and status["world_size"] == 2
+    assert isinstance(status["pid"], int) and status["pid"] != os.getpid()
+    assert status["total_steps"] == read_status(tiny_run)["total_steps"]  # same global batch
+
+    ddp, single = epochs_of(run), epochs_of(tiny_run)
+    for a, b in zip(ddp, single):  # same data, batches and gradients; only dropout masks differ
+        assert a["val_auc"] == pytest.approx(b["val_auc"], abs=0.1)
+        assert a["loss"] == pytest.approx(b["loss"], abs=0.1)
+    assert ddp[-1]["val_auc"] > 0.65
+
+
+def test_unknown_run_folder_for_init_from(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(config(tiny_data, tmp_path / "x", tiny_train_kwargs, init_from=str(tmp_path / "nope")),
+              progress=False)
+    assert read_status(tmp_path / "x")["state"] == "failed"
