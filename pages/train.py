@@ -1,0 +1,319 @@
+"""Train: start a background training run (or a fine-tune), follow it live, manage runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dvbpr import jobs
+from dvbpr.errors import DVBPRError, TrainingError
+from dvbpr.fsutil import safe_name
+from dvbpr.model import ARCHS, TERMS
+from dvbpr.train import TrainConfig, read_status, resolve_device, resume_config
+from ui import errors, loaders, paths, state, style
+
+STATE_BADGES = {"running": "green", "starting": "blue", "finished": "violet", "stopped": "orange",
+                "failed": "red", "interrupted": "orange", "new": "gray"}
+TERM_HELP = ("visual: θᵤ·φ(Xᵢ) only (the original code); visual+cf: plus γᵤ·γᵢ (the tutorial); "
+             "full: plus the item bias βᵢ")
+
+
+@st.cache_resource(show_spinner=False)
+def _detected_device() -> tuple[bool, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        try:
+            return True, torch.cuda.get_device_name(0)
+        except Exception:  # noqa: BLE001 - a name is only informative
+            return True, "CUDA GPU"
+    return False, ""
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+# ----------------------------------------------------------------------------- starting
+def _start(cfg_kwargs: dict, name: str) -> None:
+    """Validate and launch; every refusal is a message, never an exception."""
+    try:
+        safe_name(name.strip(), "run name")
+        run_dir = paths.models_root() / name.strip()
+        data = cfg_kwargs.get("data", "")
+        if not (Path(data) / "interactions.csv").is_file():
+            raise DVBPRError(f"no dataset at {paths.display(Path(data))}: pick one of the folders under "
+                             f"{paths.display(paths.data_root())}/")
+        cfg = TrainConfig(out=str(run_dir), **cfg_kwargs)
+        cfg.validate()
+        resolve_device(cfg.device)  # TrainingError: CUDA requested without a GPU
+        pid = jobs.start_training(cfg)
+    except DVBPRError as exc:
+        hint = ""
+        if isinstance(exc, TrainingError) and "CUDA" in str(exc):
+            hint = "No GPU was detected on this machine: choose device auto or cpu."
+        errors.show_problem(f"Cannot start the run: {exc}", hint)
+        return
+    st.session_state["train_follow"] = run_dir.name
+    st.success(f"Started **{run_dir.name}** (process {pid}). It keeps running if you close the tab.",
+               icon=":material/rocket_launch:")
+
+
+def _device_select(key: str) -> str:
+    has_cuda, gpu = _detected_device()
+    device = st.selectbox("Device", ["auto", "cpu", "cuda"], key=key,
+                          help="auto uses the GPU when there is one")
+    st.caption(f"Detected: **{gpu}** (CUDA available)" if has_cuda else
+               "Detected: no CUDA GPU (torch.cuda.is_available() is False) - training runs on the CPU")
+    return device
+
+
+def _new_run_form(datasets: list[str]) -> None:
+    with st.form("new_run", border=False):
+        c1, c2 = st.columns(2)
+        data = c1.selectbox("Dataset", datasets, key="tr_data",
+                            index=datasets.index(state.active_data()) if state.active_data() in datasets else 0)
+        st.session_state.setdefault("tr_name", time.strftime("run-%Y%m%d-%H%M"))
+        name = c2.text_input("Run name", key="tr_name",
+                             help=f"Folder name under {paths.display(paths.models_root())}/: letters, digits, "
+                                  "'.', '_' or '-'")
+        c1, c2, c3 = st.columns(3)
+        arch = c1.selectbox("Architecture", ("auto",) + ARCHS, key="tr_arch",
+                            help="auto: cnnf on CUDA, cnnf-small on the CPU")
+        image_size = c2.number_input("Image size (px)", 0, 512, 0, step=16, key="tr_size",
+                                     help="0: the architecture's own (224 for cnnf/alexnet, 64 for cnnf-small)")
+        terms = c3.selectbox("Score terms", TERMS, index=TERMS.index("full"), key="tr_terms", help=TERM_HELP)
+        c1, c2, c3 = st.columns(3)
+        epochs = c1.number_input("Epochs", 1, 1000, 10, key="tr_epochs")
+        batch = c2.number_input("Batch size", 2, 8192, 128, step=32, key="tr_batch")
+        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.5f", key="tr_lr")
+        c1, c2, c3 = st.columns(3)
+        dim = c1.number_input("Visual dimension K", 1, 1024, 100, key="tr_dim")
+        cf_dim = c2.number_input("CF dimension", 1, 1024, 100, key="tr_cfdim")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
+        c1, c2 = st.columns(2)
+        with c1:
+            device = _device_select("tr_device")
+        max_minutes = c2.number_input("Time limit (minutes, 0 = none)", 0.0, 10000.0, 0.0, key="tr_max",
+                                      help="Stops resumably after this long")
+        submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+    if submitted:
+        _start(dict(data=str(paths.data_root() / data), arch=arch, image_size=int(image_size),
+                    epochs=int(epochs), batch_size=int(batch), lr=float(lr), dim=int(dim),
+                    cf_dim=int(cf_dim), terms=terms, device=device, seed=int(seed),
+                    max_minutes=float(max_minutes)), name)
+
+
+def _finetune_form(datasets: list[str], models: list[str]) -> None:
+    if not models:
+        st.info("No trained model yet: start a new run first.")
+        return
+    with st.form("finetune", border=False):
+        c1, c2 = st.columns(2)
+        source = c1.selectbox("Start from run", models, key="ft_source",
+                              index=models.index(state.active_model()) if state.active_model() in models else 0)
+        data = c2.selectbox("Dataset", datasets, key="ft_data",
+                            index=datasets.index(state.active_data()) if state.active_data() in datasets else 0,
+                            help="Users and items are matched by id; new ones start fresh")
+        c1, c2, c3 = st.columns(3)
+        st.session_state.setdefault("ft_name", time.strftime("finetune-%Y%m%d-%H%M"))
+        name = c1.text_input("Run name", key="ft_name")
+        epochs = c2.number_input("Epochs", 1, 1000, 3, key="ft_epochs")
+        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-4, step=1e-5, format="%.5f", key="ft_lr")
+        c1, c2 = st.columns(2)
+        batch = c1.number_input("Batch size", 2, 8192, 128, step=32, key="ft_batch")
+        with c2:
+            device = _device_select("ft_device")
+        freeze = st.checkbox("Freeze the CNN (train only the user and item embeddings)", key="ft_freeze")
+        submitted = st.form_submit_button("Start fine-tuning", type="primary", icon=":material/play_arrow:")
+    if submitted:
+        _start(dict(data=str(paths.data_root() / data), init_from=str(paths.models_root() / source),
+                    freeze_cnn=bool(freeze), epochs=int(epochs), lr=float(lr), batch_size=int(batch),
+                    device=device), name)
+
+
+# ------------------------------------------------------------------------------ following
+def _live(run_name: str) -> None:
+    with errors.guard():
+        _live_body(run_name)
+
+
+def _live_body(run_name: str) -> None:
+    run = paths.models_root() / run_name
+    status = read_status(run)
+    run_st = jobs.run_state(run)
+    previous = st.session_state.get("_live_prev")
+    st.session_state["_live_prev"] = (run_name, run_st)
+    if previous and previous[0] == run_name and previous[1] in ("running", "starting") \
+            and run_st not in ("running", "starting"):
+        st.rerun()  # the job ended: refresh the whole page (runs table, sidebar)
+
+    step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
+    message = str(status.get("message") or "").replace("resume with --resume", "resume it below")
+    st.markdown(f"**{run_name}** :{STATE_BADGES.get(run_st, 'gray')}-badge[{run_st}]"
+                + (f" {message}" if message and run_st != "failed" else ""))
+    if total:
+        st.progress(min(step / total, 1.0), text=f"step {step:,} of {total:,}")
+    elif run_st in ("running", "starting"):
+        st.progress(0.0, text=status.get("message") or "starting")
+    m = st.columns(5)
+    m[0].metric("Epoch", f"{status.get('epoch', 0)}/{status.get('epochs', '-')}")
+    loss = status.get("loss")
+    m[1].metric("Loss", f"{loss:.4f}" if isinstance(loss, (int, float)) else "-")
+    rate = status.get("triplets_per_s")
+    m[2].metric("Triplets/s", f"{rate:,.0f}" if isinstance(rate, (int, float)) else "-")
+    m[3].metric("ETA", _fmt_seconds(status.get("eta_s")) if run_st == "running" else "-")
+    best = status.get("best_val_auc")
+    m[4].metric("Best val AUC", f"{best:.4f}" if isinstance(best, (int, float)) else "-")
+
+    if run_st == "failed":
+        errors.show_problem(f"The run failed: {status.get('message') or 'no message'}",
+                            "The end of its log is below. Fix the cause and resume it, or start a new run.")
+        st.code(jobs.job_log(run, 30) or "(no log)", language=None)
+    elif run_st == "interrupted":
+        st.warning("The job's process is gone (killed or the machine restarted) while it was running: "
+                   "resume it from its last checkpoint.", icon=":material/warning:")
+
+    records = loaders.metrics(str(run))
+    steps = [r for r in records if r.get("type") == "step" and "loss" in r]
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    c1, c2 = st.columns(2)
+    with c1:
+        if steps:
+            fig = go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps],
+                                       mode="lines", line=dict(color="#5b4bdb"), name="loss"))
+            _chart(fig, "Training loss (BPR)", "step")
+        else:
+            st.caption("The loss curve appears after the first logged steps.")
+    with c2:
+        aucs = [r for r in epochs if isinstance(r.get("val_auc"), (int, float))]
+        if aucs:
+            values = [r["val_auc"] for r in aucs]
+            fig = go.Figure(go.Scatter(x=[r["epoch"] for r in aucs], y=values,
+                                       mode="lines+markers", line=dict(color="#e8590c"), name="val AUC"))
+            fig.update_yaxes(range=[min(values + [0.5]) - 0.02, min(1.0, max(values) + 0.05)])
+            fig.update_xaxes(dtick=1, range=[0.5, max(int(status.get("epochs") or 1), len(values)) + 0.5])
+            _chart(fig, "Validation AUC", "epoch")
+        else:
+            st.caption("The validation AUC curve appears after the first epoch.")
+
+    b1, b2, b3, _ = st.columns([1.3, 1.2, 1.4, 2], vertical_alignment="bottom")
+    if run_st in ("running", "starting"):
+        if b1.button("Stop", icon=":material/stop:", key="tr_stop"):
+            try:
+                asked = jobs.stop_training(run)
+            except DVBPRError as exc:
+                errors.show_problem(str(exc))
+            else:
+                st.toast("Stop requested: the job finishes its step and saves a checkpoint." if asked
+                         else "The job was no longer running.")
+    elif (run / "last.pt").is_file():
+        saved = int(status.get("epochs") or 1)
+        more = b1.number_input("Epochs in total", 1, 10000, saved + (run_st == "finished"), key="tr_resume_epochs")
+        if b2.button("Resume" if run_st != "finished" else "Continue", icon=":material/play_arrow:",
+                     key="tr_resume"):
+            try:
+                cfg = resume_config(run, epochs=int(more))
+                resolve_device(cfg.device)
+                pid = jobs.start_training(cfg, resume=True)
+            except DVBPRError as exc:
+                errors.show_problem(f"Cannot resume: {exc}")
+            else:
+                st.toast(f"Resumed {run_name} (process {pid})")
+                st.session_state["_live_prev"] = (run_name, "starting")
+                st.rerun()
+    if run_st in ("finished", "stopped") and paths.has_checkpoint(run) and run_name != state.active_model():
+        if b3.button("Use this model", icon=":material/check:", key="tr_use_live"):
+            state.set_model(run_name)
+            st.rerun()
+
+
+def _chart(fig: go.Figure, title: str, xlabel: str) -> None:
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=260,
+                      margin=dict(l=4, r=4, t=36, b=4), xaxis_title=xlabel, plot_bgcolor="#fbfbfe",
+                      showlegend=False)
+    st.plotly_chart(fig, config={"displaylogo": False})
+
+
+# ---------------------------------------------------------------------------------- runs
+def _runs_table(runs: list) -> None:
+    if not runs:
+        st.caption(f"No runs under {paths.display(paths.models_root())}/ yet.")
+        return
+    frame = pd.DataFrame([{
+        "run": r.name,
+        "state": r.state,
+        "dataset": Path(r.data).name if r.data else "",
+        "architecture": r.arch,
+        "epoch": f"{r.epoch}/{r.epochs}" if r.epochs else "",
+        "best val AUC": r.best_val_auc,
+        "updated": paths.age(r.updated_at),
+        "checkpoint": r.has_checkpoint,
+        "active": r.name == state.active_model(),
+    } for r in runs])
+    st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "best val AUC": st.column_config.NumberColumn(format="%.4f"),
+        "checkpoint": st.column_config.CheckboxColumn(),
+        "active": st.column_config.CheckboxColumn("active model"),
+    })
+    usable = [r.name for r in runs if r.has_checkpoint and r.state not in ("running", "starting")]
+    if usable:
+        c1, c2, _ = st.columns([2, 1.4, 3], vertical_alignment="bottom")
+        pick = c1.selectbox("Run with a checkpoint", usable, key="tr_use_pick",
+                            index=usable.index(state.active_model()) if state.active_model() in usable else 0)
+        if c2.button("Make it the active model", icon=":material/check_circle:", key="tr_use"):
+            state.set_model(pick)
+            st.rerun()
+
+
+def main() -> None:
+    style.header("Train", "Training runs in the background: it survives closing the tab and "
+                 "restarting the app. Follow it live here.")
+    datasets = paths.list_datasets()
+    runs = jobs.list_runs(paths.models_root())
+    models = [r.name for r in runs if r.has_checkpoint]
+    left, right = st.columns([5, 6], gap="large")
+    with left:
+        st.subheader("Start a run", anchor=False)
+        if not datasets:
+            errors.show_problem(f"No dataset under {paths.display(paths.data_root())}/.",
+                                "Import one on the Data page.", page="data")
+        else:
+            tab_new, tab_ft = st.tabs(["New run", "Fine-tune a run"])
+            with tab_new:
+                _new_run_form(datasets)
+            with tab_ft:
+                _finetune_form(datasets, sorted(models))
+    with right:
+        st.subheader("Live view", anchor=False)
+        runs = jobs.list_runs(paths.models_root())  # a run started just now is listed too
+        names = [r.name for r in runs]
+        if not names:
+            st.caption("Start a run to follow it here.")
+        else:
+            ss = st.session_state
+            if ss.get("train_follow") in names:
+                ss["tr_follow"] = ss.pop("train_follow")
+            if ss.get("tr_follow") not in names:
+                running = [r.name for r in runs if r.state in ("running", "starting")]
+                ss["tr_follow"] = running[0] if running else (
+                    state.active_model() if state.active_model() in names else names[0])
+            follow = st.selectbox("Run", names, key="tr_follow")
+            live = jobs.run_state(paths.models_root() / follow) in ("running", "starting")
+            st.fragment(_live, run_every=2 if live else None)(follow)
+    st.subheader("Runs", anchor=False)
+    _runs_table(jobs.list_runs(paths.models_root()))
+
+
+errors.run_page(main)

@@ -1,0 +1,310 @@
+"""The Streamlit app, page by page, with streamlit.testing (AppTest) on a tiny dataset and model.
+
+One session-scoped fixture builds, in temporary folders: a tiny synthetic dataset (data/default),
+a model trained on it for one epoch (models/default) with its embedding map, a copy of that model
+without a map (models/fresh), and a run that failed before its first checkpoint (models/broken).
+The app finds them through DVBPR_DATA_ROOT / DVBPR_MODELS_ROOT. Every test asserts that no
+exception reached the screen.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from dvbpr.fsutil import atomic_write_json
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="session")
+def roots(tmp_path_factory) -> dict[str, Path]:
+    from dvbpr import embedmap
+    from dvbpr.synth import SynthConfig, make_dataset
+    from dvbpr.train import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("app")
+    data_root, models_root = base / "data", base / "models"
+    data = make_dataset(data_root / "default", SynthConfig(n_items=240, n_users=80, mean_interactions=8,
+                                                           image_size=64), progress=False)
+    run = models_root / "default"
+    train(TrainConfig(data=str(data), out=str(run), arch="cnnf-small", epochs=1, dim=16, cf_dim=8,
+                      batch_size=64), progress=False)
+    embedmap.compute_map(run)  # in-process: the app then shows the map without a background job
+    shutil.copytree(run, models_root / "fresh", ignore=shutil.ignore_patterns("cache", ".lock"))
+    broken = models_root / "broken"
+    broken.mkdir()
+    atomic_write_json(broken / "status.json", {
+        "state": "failed", "message": "loss became nan at step 3 of the epoch", "data": str(data),
+        "arch": "cnnf-small", "epoch": 0, "epochs": 2, "updated_at": time.time()})
+    (broken / "train.log").write_text("loading data\nTrainingError: loss became nan at step 3\n")
+    return {"data": data_root, "models": models_root, "dataset": data, "run": run}
+
+
+@pytest.fixture(autouse=True)
+def env(roots, monkeypatch):
+    monkeypatch.setenv("DVBPR_DATA_ROOT", str(roots["data"]))
+    monkeypatch.setenv("DVBPR_MODELS_ROOT", str(roots["models"]))
+    monkeypatch.setenv("DVBPR_DEFAULT_MODEL", "default")
+    return roots
+
+
+def app(page: str | None = None, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def errors(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+def html(at: AppTest) -> str:
+    return "\n".join(h.value for h in at.get("html"))
+
+
+def png_bytes(colour=(200, 30, 60), size=(90, 120)) -> bytes:
+    im = Image.new("RGB", size, "white")
+    im.paste(colour, (15, 15, size[0] - 15, size[1] - 15))
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- pages
+def test_recommendations_user_switch_changes_grids():
+    at = ok(app())
+    assert not errors(at)
+    assert at.title[0].value == "Recommendations"
+    subheaders = [s.value for s in at.subheader]
+    assert "Top 20 recommendations" in subheaders and "Test item" in subheaders
+    user_box = at.selectbox(key="rec_user")
+    first_user = user_box.value
+    first_html = html(at)
+    assert first_html.count('class="dv-card') >= 20  # 20 recommendations + history + test item
+    assert "data:image/jpeg;base64," in first_html
+    assert {m.label for m in at.metric} >= {"Test item rank", "User AUC", "Hit@20"}
+    other = [u for u in user_box.options if u != first_user][3]
+    at.selectbox(key="rec_user").set_value(other).run()
+    ok(at)
+    assert at.selectbox(key="rec_user").value == other
+    assert html(at) != first_html
+    assert at.session_state["user"] == other
+    # the embedding map (precomputed) is drawn with the user's items highlighted
+    assert at.get("plotly_chart")
+
+
+def test_recommendations_random_user_and_hit_filter():
+    at = ok(app())
+    before = at.selectbox(key="rec_user").value
+    [b for b in at.button if b.label == "Random user"][0].click().run()
+    ok(at)
+    assert at.selectbox(key="rec_user").value != before
+    at.toggle(key="rec_only_hits").set_value(True).run()
+    ok(at)
+    options = at.selectbox(key="rec_user").options
+    assert 0 < len(options) < 80 or at.warning  # only the hit users (or a note that there are none)
+
+
+def test_selection_kept_in_url_and_across_pages():
+    at = ok(app(model="fresh", data="default"))
+    assert at.sidebar.selectbox(key="_sidebar_model").value == "fresh"
+    assert at.query_params["model"] == "fresh" and at.query_params["data"] == "default"
+    at.switch_page("pages/data.py").run()
+    ok(at)
+    assert at.sidebar.selectbox(key="_sidebar_model").value == "fresh"
+    at.sidebar.selectbox(key="_sidebar_model").set_value("default").run()
+    ok(at)
+    assert at.session_state["active_model"] == "default"
+    assert at.query_params["model"] == "default"
+
+
+def test_unsafe_name_in_url_is_ignored():
+    at = ok(app(model="../../etc", data="default"))
+    assert any("Ignored an invalid name" in w.value for w in at.sidebar.warning)
+    assert at.session_state["active_model"] == "default"
+
+
+def test_embeddings_shows_the_map_and_colourings():
+    at = ok(app("pages/embeddings.py"))
+    assert not errors(at)
+    assert at.get("plotly_chart"), "the UMAP scatter"
+    at.segmented_control(key="emb_colour").set_value("Popularity").run()
+    ok(at)
+    at.segmented_control(key="emb_colour").set_value("User's score").run()
+    ok(at)
+    assert at.selectbox(key="emb_user").value
+    assert at.image, "the thumbnail view"
+
+
+def test_embeddings_shows_progress_while_the_map_is_computed(monkeypatch, roots):
+    from dvbpr import embedmap
+
+    calls = []
+
+    def fake_start(run_dir, data=None):  # a "running" job (this process) instead of a real one
+        calls.append(run_dir)
+        key = embedmap.checkpoint_key(run_dir)
+        atomic_write_json(Path(run_dir) / "cache" / f"umap_{key}.progress.json",
+                          {"state": "running", "fraction": 0.4, "message": "fitting UMAP",
+                           "pid": os.getpid()})
+
+    monkeypatch.setattr(embedmap, "start_map_job", fake_start)
+    at = ok(app("pages/embeddings.py", model="fresh"))
+    assert calls
+    progress = at.get("progress")
+    assert progress and "fitting UMAP" in progress[0].proto.text
+    # the other pages point to the Embeddings page instead of a map
+    at.switch_page("pages/recommendations.py").run()
+    ok(at)
+    assert any("not computed yet" in i.value for i in at.info)
+
+
+def test_upload_png_ranks_users():
+    at = ok(app("pages/upload.py"))
+    at.file_uploader(key="up_file").set_value(("dress.png", png_bytes(), "image/png")).run()
+    ok(at)
+    assert not errors(at)
+    assert "Users who would rank it highest" in [s.value for s in at.subheader]
+    rows = html(at)
+    assert rows.count('class="dv-row"') == 10  # the default 10 users
+    assert "u0" in rows  # user ids (u0000...) listed
+    assert at.get("plotly_chart")  # histogram and map
+
+
+def test_upload_catalogue_item():
+    at = ok(app("pages/upload.py"))
+    at.segmented_control(key="up_source").set_value("Catalogue item").run()
+    ok(at)
+    assert at.selectbox(key="up_item").value
+    assert "Visually most similar catalogue items" in [s.value for s in at.subheader]
+
+
+def test_upload_text_file_is_an_error_not_an_exception():
+    at = ok(app("pages/upload.py"))
+    at.file_uploader(key="up_file").set_value(("notes.png", b"just some text\n", "image/png")).run()
+    ok(at)
+    assert "notes.png" in errors(at)
+    assert "Users who would rank it highest" not in [s.value for s in at.subheader]
+
+
+def _train_form(at: AppTest, **values) -> AppTest:
+    for key, value in values.items():
+        widget = at.text_input(key=key) if key == "tr_name" else at.selectbox(key=key)
+        widget.set_value(value)
+    [b for b in at.button if b.label == "Start training"][0].click().run()
+    return ok(at)
+
+
+def test_train_form_rejects_a_bad_run_name():
+    at = ok(app("pages/train.py"))
+    _train_form(at, tr_name="bad name/..")
+    assert "invalid run name" in errors(at)
+
+
+def test_train_form_rejects_cuda_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    at = ok(app("pages/train.py"))
+    assert any("no CUDA GPU" in c.value for c in at.caption)
+    _train_form(at, tr_name="gpu-run", tr_device="cuda")
+    assert "CUDA" in errors(at)
+
+
+def test_train_refuses_a_busy_run(roots):
+    busy = roots["models"] / "busy"
+    busy.mkdir(exist_ok=True)
+    with open(busy / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running job holds it
+        at = ok(app("pages/train.py"))
+        _train_form(at, tr_name="busy")
+    assert "already running" in errors(at)
+
+
+def test_train_runs_table_live_view_and_activation():
+    at = ok(app("pages/train.py"))
+    table = at.dataframe[0].value
+    assert {"default", "fresh", "broken"} <= set(table["run"])
+    at.selectbox(key="tr_follow").set_value("broken").run()
+    ok(at)
+    assert "The run failed: loss became nan" in errors(at)
+    assert any("TrainingError" in c.value for c in at.code)  # the log tail
+    at.selectbox(key="tr_use_pick").set_value("fresh").run()
+    [b for b in at.button if b.label == "Make it the active model"][0].click().run()
+    ok(at)
+    assert at.session_state["active_model"] == "fresh"
+
+
+def test_evaluate_shows_model_and_baselines():
+    at = ok(app("pages/evaluate.py"))
+    assert not errors(at)
+    table = at.dataframe[0].value
+    assert list(table.index) == ["dvbpr", "popularity", "bpr-mf"]
+    assert {"AUC", "R@20", "nDCG@20"} <= set(table.columns)
+    assert np.all((table["AUC"] >= 0) & (table["AUC"] <= 1))
+    assert len(at.get("plotly_chart")) >= 2
+
+
+def test_data_page_stats_and_import(roots, tmp_path):
+    at = ok(app("pages/data.py"))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Users"] == "80" and metrics["Items"] == "240"
+    assert "dv-card" in html(at)  # sample images
+    # importing a folder: a bad one is a message, a good one is copied under the data root
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "interactions.csv").write_text("user,item\nu1,i1\n")
+    at.text_input(key="imp_src").set_value(str(bad))
+    at.text_input(key="imp_name").set_value("bad")
+    [b for b in at.button if b.label == "Validate and import"][0].click().run()
+    ok(at)
+    assert "interactions.csv" in errors(at)
+    at.text_input(key="imp_src").set_value(str(roots["dataset"]))
+    at.text_input(key="imp_name").set_value("copy")
+    [b for b in at.button if b.label == "Validate and import"][0].click().run()
+    ok(at)
+    assert (roots["data"] / "copy" / "interactions.csv").is_file()
+    assert any("Imported" in s.value for s in at.success)
+    shutil.rmtree(roots["data"] / "copy")
+
+
+# ------------------------------------------------------------------------- error cases
+@pytest.mark.parametrize("page", ["pages/recommendations.py", "pages/embeddings.py", "pages/upload.py",
+                                  "pages/evaluate.py"])
+def test_missing_model_folder(page):
+    at = ok(app(page, model="nope"))
+    assert "No model in" in errors(at) and "train one on the Train page" in errors(at)
+
+
+def test_missing_dataset():
+    at = ok(app(data="nodata"))
+    assert "No dataset in" in errors(at)
+    at.switch_page("pages/data.py").run()
+    ok(at)
+
+
+def test_failed_run_as_model():
+    at = ok(app(model="broken", data="default"))
+    assert "failed before writing a checkpoint" in errors(at)
+    assert "loss became nan" in errors(at)

@@ -1,0 +1,128 @@
+"""Where datasets and models live, and listing them. No Streamlit here.
+
+Environment variables (read on every call, so tests can change them):
+  DVBPR_DATA_ROOT      folder of dataset folders            (default "data")
+  DVBPR_MODELS_ROOT    folder of run folders                 (default "models")
+  DVBPR_DEFAULT_MODEL  run name used when none is chosen     (default "default")
+Relative paths are taken from the repository root, so the app works from any working folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from dvbpr.errors import DVBPRError
+from dvbpr.fsutil import read_json, safe_name
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATASET = "default"
+
+
+def _root(var: str, default: str) -> Path:
+    path = Path(os.environ.get(var) or default).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def data_root() -> Path:
+    return _root("DVBPR_DATA_ROOT", "data")
+
+
+def models_root() -> Path:
+    return _root("DVBPR_MODELS_ROOT", "models")
+
+
+def default_model() -> str:
+    return os.environ.get("DVBPR_DEFAULT_MODEL") or "default"
+
+
+def display(path: Path) -> str:
+    """A path as a person reads it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def valid_name(name: object) -> str | None:
+    """`name` if it is a safe single path component, else None."""
+    try:
+        return safe_name(name) if isinstance(name, str) else None
+    except DVBPRError:
+        return None
+
+
+def dataset_dir(name: str) -> Path:
+    return data_root() / safe_name(name, "dataset name")
+
+
+def run_dir(name: str) -> Path:
+    return models_root() / safe_name(name, "run name")
+
+
+def list_datasets() -> list[str]:
+    """Folders under the data root holding interactions.csv, sorted (hidden ones skipped)."""
+    root = data_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / "interactions.csv").is_file())
+
+
+def has_checkpoint(path: Path) -> bool:
+    return (path / "best.pt").is_file() or (path / "last.pt").is_file()
+
+
+def checkpoint_path(path: Path) -> Path | None:
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def list_models() -> list[str]:
+    """Run folders under the models root that hold a checkpoint, sorted."""
+    root = models_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and has_checkpoint(p))
+
+
+def run_data_path(run: Path) -> Path | None:
+    """The dataset folder a run was trained on (config.json, else status.json), resolved."""
+    from dvbpr.recommender import resolve_data_path
+
+    recorded = (read_json(run / "config.json", None) or {}).get("data") \
+        or (read_json(run / "status.json", None) or {}).get("data")
+    if not recorded:
+        return None
+    try:
+        return resolve_data_path(str(recorded))
+    except OSError:
+        return None
+
+
+def run_dataset_name(run: Path) -> str | None:
+    """The name of the run's dataset when it is a folder directly under the data root."""
+    path = run_data_path(run)
+    if path is None:
+        return None
+    try:
+        if path.resolve().parent == data_root().resolve() and (path / "interactions.csv").is_file():
+            return path.name
+    except OSError:
+        return None
+    return None
+
+
+def age(timestamp: float | None) -> str:
+    """'3 min ago' style age of a unix time."""
+    if not timestamp:
+        return "-"
+    seconds = max(0.0, time.time() - float(timestamp))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
