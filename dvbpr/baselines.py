@@ -32,7 +32,7 @@ class BPRMFConfig:
     batch_size: int = 1024
     lr: float = 5e-3
     l2: float = 1e-3
-    negatives: str = "all"
+    negatives: str = "warm"  # the same sampler as DVBPR's default
     seed: int = 0
 
 

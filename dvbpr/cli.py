@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2-theta", dest="l2_theta", type=float, default=None, help="L2 on theta rows (default 1.0)")
     p.add_argument("--l2-cf", dest="l2_cf", type=float, default=None, help="L2 on gamma and beta rows (default 1e-3)")
     p.add_argument("--negatives", choices=NEGATIVE_POOLS, default=None,
-                   help="negative pool: all items (the paper) or warm items only")
+                   help="negative pool: warm items only (default; better on cold items, see docs/training.md) or all items (the paper)")
     p.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=None,
                    help="learning-rate schedule (plateau follows validation AUC)")
     p.add_argument("--patience", type=int, default=None, help="early stop after N epochs without validation gain (0 = off)")
