@@ -119,7 +119,7 @@ def list_runs(root: str | Path) -> list[RunSummary]:
     for path in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         status = read_status(path)
         has_ckpt = (path / "best.pt").is_file() or (path / "last.pt").is_file()
-        if not status and not has_ckpt:
+        if not status and not has_ckpt and not is_locked(path):  # a job that just started
             continue
         runs.append(RunSummary(
             name=path.name, path=str(path), state=run_state(path), data=str(status.get("data", "")),

@@ -192,7 +192,7 @@ def _live_body(run_name: str) -> None:
     with c1:
         if steps:
             fig = go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps],
-                                       mode="lines", line=dict(color="#5b4bdb"), name="loss"))
+                                       mode="lines+markers", line=dict(color="#5b4bdb"), name="loss"))
             _chart(fig, "Training loss (BPR)", "step")
         else:
             st.caption("The loss curve appears after the first logged steps.")
