@@ -44,3 +44,29 @@ def test_single_colour_users_get_their_colour(rec: Recommender, tastes: dict) ->
     shares = np.array([np.mean([item_colour[i] == tastes["users"][u]["colours"][0] for i in top])
                        for u, top in zip(users, ids)])
     assert shares.mean() >= 0.60, f"mean share of the user's colour in the top 20: {shares.mean():.3f}"
+
+
+def test_metrics_agree_with_full_rankings_from_recommend(rec: Recommender) -> None:
+    """evaluate's numbers, recomputed per user from the full rankings that `recommend --json`
+    returns (training items excluded), with the user's validation items then dropped as the test
+    protocol does. Only the scores of the ranking are used, ties counted pessimistically."""
+    ds = rec.dataset
+    result = evaluate_model(rec.model, ds, ImageBatches(rec.store, rec.device), phi=rec.phi)
+    users = ds.users.ids
+    rankings, scores = rec.recommend_batch(users, k=ds.n_items)
+    auc, rr, recall, ndcg = [], [], [], []
+    for user, ranking, score in zip(users, rankings, scores):
+        val = set(rec.held_out(user, "val"))
+        (target,) = rec.held_out(user, "test")
+        kept = [(i, s) for i, s in zip(ranking, score) if i not in val or i == target]
+        target_score = next(s for i, s in kept if i == target)
+        others = np.array([s for i, s in kept if i != target])
+        rank = 1 + int((others >= target_score).sum())
+        auc.append((others < target_score).mean())
+        rr.append(1 / rank)
+        recall.append(float(rank <= 20))
+        ndcg.append(1 / np.log2(rank + 1) if rank <= 20 else 0.0)
+    m = result.metrics
+    assert m["users"] == len(users)
+    for key, values in (("auc", auc), ("rr", rr), ("recall@20", recall), ("ndcg@20", ndcg)):
+        assert np.mean(values) == pytest.approx(m[key], abs=1e-6), key
