@@ -59,10 +59,12 @@ def start_training(cfg: TrainConfig, resume: bool = False) -> int:
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=os.getcwd(), env=env)
-    # Wait until the job holds its lock (after importing torch: seconds on a busy machine) or
-    # has died, so a second start is refused reliably and an immediate failure is reported.
+    # Wait until the job holds its lock and has written its own status (after importing torch:
+    # seconds on a busy machine) or has died, so a second start is refused reliably, the run
+    # shows up in list_runs at once, and an immediate failure is reported.
     deadline = time.time() + 120
-    while not is_locked(run_dir) and proc.poll() is None and time.time() < deadline:
+    while (not (is_locked(run_dir) and read_status(run_dir).get("pid") == proc.pid)
+           and proc.poll() is None and time.time() < deadline):
         time.sleep(0.05)
     if proc.poll() not in (None, 0):
         raise JobError(f"the training job exited at once (status {proc.returncode}): "
@@ -119,7 +121,7 @@ def list_runs(root: str | Path) -> list[RunSummary]:
     for path in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         status = read_status(path)
         has_ckpt = (path / "best.pt").is_file() or (path / "last.pt").is_file()
-        if not status and not has_ckpt and not is_locked(path):  # a job that just started
+        if not status and not has_ckpt:
             continue
         runs.append(RunSummary(
             name=path.name, path=str(path), state=run_state(path), data=str(status.get("data", "")),
