@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import DVBPRError, JobError
-from .fsutil import atomic_write_bytes, atomic_write_json, read_json
+from .fsutil import atomic_write_bytes, atomic_write_json, is_file_locked, read_json
 
 CACHE_DIR = "cache"
 DEFAULT_SAMPLE = 20000
@@ -103,20 +103,6 @@ def _read_coords(path: Path) -> np.ndarray | None:
     return coords
 
 
-def _is_locked(path: Path) -> bool:
-    import fcntl
-
-    if not path.exists():
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
 def _pid_alive(pid: object) -> bool:
     """True if the process exists and is not a zombie."""
     try:
@@ -150,7 +136,7 @@ def map_status(run_dir: str | Path) -> dict:
     if not isinstance(status, dict):
         return {"state": "missing", "fraction": 0.0, "message": "not computed yet", "pid": None}
     status = dict(status)
-    if status.get("state") == "running" and not _is_locked(paths["lock"]):
+    if status.get("state") == "running" and not is_file_locked(paths["lock"]):
         if not _pid_alive(status.get("pid")):
             tail = _log_tail(paths["log"])
             status.update(state="failed", message="the map job stopped unexpectedly"
@@ -319,7 +305,7 @@ def start_map_job(run_dir: str | Path, data: str | Path | None = None) -> None:
     paths = _paths(run_dir)
     status = map_status(run_dir)
     if status["state"] == "done" or (status["state"] == "running" and (
-            _is_locked(paths["lock"]) or _pid_alive(status.get("pid")))):
+            is_file_locked(paths["lock"]) or _pid_alive(status.get("pid")))):
         return
     paths["progress"].parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "dvbpr.embedmap", str(run_dir)]

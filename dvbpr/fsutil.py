@@ -72,3 +72,19 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return default
+
+
+def is_file_locked(path: str | os.PathLike) -> bool:
+    """True while another process holds an exclusive flock on `path` (dropped by the kernel when
+    that process dies, even by SIGKILL)."""
+    import fcntl
+
+    if not os.path.exists(path):
+        return False
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .checkpoint import BEST, LAST, dataset_signature, find_checkpoint, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .errors import DVBPRError, TrainingError
-from .fsutil import atomic_write_json, read_json
+from .fsutil import atomic_write_json, is_file_locked, read_json
 from .images import ImageStore, to_model_input
 from .model import ARCHS, DEFAULT_IMAGE_SIZE, TERMS, DVBPR, ModelConfig, bpr_loss
 from .sampling import NEGATIVE_POOLS, TripletSampler
@@ -393,18 +393,7 @@ class RunLock:
 
 def is_locked(run_dir: str | Path) -> bool:
     """True while a training job holds the run folder."""
-    import fcntl
-
-    path = Path(run_dir) / ".lock"
-    if not path.exists():
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
+    return is_file_locked(Path(run_dir) / ".lock")
 
 
 def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
