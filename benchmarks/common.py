@@ -77,14 +77,13 @@ class Sizes:
     """Everything a mode scales: full (the issue's sizes), quick (< 10 min here), smoke (seconds)."""
 
     name: str
-    # training throughput: (warmup, timed) steps; CNN-F's batch (the small net always uses 128)
-    small_steps: tuple[int, int] = (3, 30)
-    cnnf_steps: tuple[int, int] = (1, 2)
+    # training throughput: (warmup steps, steps per round, rounds); batches and image sizes
+    small_steps: tuple[int, int, int] = (3, 10, 4)
+    cnnf_steps: tuple[int, int, int] = (1, 1, 3)
     cnnf_batch: int = 128
     cnnf_size: int = 224
     small_batch: int = 128
     small_size: int = 64
-    repeats: int = 2  # real loop and compute bound alternate this many times; best of each
     train_data: str = "default"  # "default": data/default; else a tiny pool catalogue
     # evaluation: users in the per-user loop (the vectorised run always does every test user)
     loop_users: int = 1200
@@ -107,12 +106,12 @@ class Sizes:
 
 
 FULL = Sizes("full")
-QUICK = Sizes("quick", small_steps=(2, 12), cnnf_steps=(1, 2), cnnf_batch=16, loop_users=300,
+QUICK = Sizes("quick", small_steps=(2, 8, 3), cnnf_steps=(1, 1, 3), cnnf_batch=16, loop_users=300,
               big_eval_users=1024, big_loop_users=60, recommend_calls=100, rank_users_calls=20,
               scale_fraction=0.1, scale_pool=1000, scale_train_steps=40, scale_eval_users=1000,
               umap_items=35_000)
-SMOKE = Sizes("smoke", small_steps=(1, 2), cnnf_steps=(1, 1), cnnf_batch=2, cnnf_size=64, small_batch=16,
-              small_size=32, repeats=1,
+SMOKE = Sizes("smoke", small_steps=(1, 1, 2), cnnf_steps=(1, 1, 1), cnnf_batch=2, cnnf_size=64,
+              small_batch=16, small_size=32,
               train_data="tiny", loop_users=20, big_eval_items=2000, big_eval_users=64,
               big_loop_users=8, catalogues=((500, 100), (2_000, 300)), recommend_calls=10,
               rank_users_calls=3, scale_fraction=0.001, scale_pool=20, scale_train_steps=2,

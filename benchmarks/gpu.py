@@ -63,15 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA GPU here: run with --tiny for a CPU smoke test", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from benchmarks.training import compute_bound, real_loop, tutorial_pipeline
+    from benchmarks.training import ComputeBound, RealLoop, interleaved, tutorial_pipeline
     from dvbpr.data import load_dataset
     from dvbpr.images import ImageStore
     from dvbpr.train import ImageBatches, TrainConfig, train
 
     if args.tiny:
-        spec, size, batch, warm, steps, tut_steps = CatalogueSpec(40, 300, 800, 64, 20, "jpg"), 64, 8, 1, 2, 2
+        spec, size, batch, warm, steps, rounds = CatalogueSpec(20, 150, 160, 64, 20, "jpg"), 64, 8, 1, 1, 2
     else:
-        spec, size, batch, warm, steps, tut_steps = CatalogueSpec(*WIKIMEDIA, 224, 2000, "jpg"), 224, 128, 10, 50, 20
+        spec, size, batch, warm, steps, rounds = CatalogueSpec(*WIKIMEDIA, 224, 2000, "jpg"), 224, 128, 10, 25, 3
     workers = args.workers or max(1, min(8, (os.cpu_count() or 2) // 2))
     data = args.work / ("tiny" if args.tiny else "wikimedia")
     shutil.rmtree(data, ignore_errors=True)
@@ -91,19 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = [Row("gpu_dataset_items", spec.n_items, "items",
                 note=f"{spec.n_users:,} users, {info['interactions']:,} interactions, {spec.pool:,} looks; "
                      f"store built in {store_s:.0f} s, moved to the device in {resident_s:.1f} s")]
-    log("compute bound")
-    bound = compute_bound(dataset, store, "cnnf", batch, device, warm, steps)["triplets_per_s"]
-    log("compute bound, synced every step")
-    synced = compute_bound(dataset, store, "cnnf", batch, device, warm, steps, sync_every_step=True)["triplets_per_s"]
-    log("real loop (steady state)")
-    real = real_loop(dataset, store, "cnnf", batch, device, warm, steps * 2, images=images)["triplets_per_s"]
+    log(f"real loop, compute bound, compute bound synced every step: {rounds} rounds of {steps} steps")
+    runners = {"real": RealLoop(dataset, store, "cnnf", batch, device, images=images),
+               "bound": ComputeBound(dataset, store, "cnnf", batch, device),
+               "synced": ComputeBound(dataset, store, "cnnf", batch, device, sync_every_step=True)}
+    rates = interleaved(runners, batch, warm, steps, rounds)
+    real, bound, synced = rates["real"], rates["bound"], rates["synced"]
     log("real loop, one whole epoch")
-    epoch = real_loop(dataset, store, "cnnf", batch, device, 0, 0, whole_epoch=True, images=images)
+    epoch = runners["real"].whole_epoch()
+    del runners
     del images
     if device.type == "cuda":
         torch.cuda.empty_cache()
     log(f"tutorial pipeline ({workers} workers)")
-    tut = tutorial_pipeline(dataset, size, "cnnf", batch, device, 2, tut_steps, workers)["triplets_per_s"]
+    tut = tutorial_pipeline(dataset, size, "cnnf", batch, device, 2, 5 if not args.tiny else 1, rounds,
+                            workers)["triplets_per_s"]
     rows += [
         Row("gpu_train_vs_compute_bound", real, "triplets/s", bound, note=f"{label}; goal >= 0.8"),
         Row("gpu_train_vs_tutorial_pipeline", real, "triplets/s", tut,
@@ -126,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_compile and time_left():
         log("compute bound with torch.compile")
         try:
-            compiled = compute_bound(dataset, store, "cnnf", batch, device, max(3, warm), steps,
-                                     compile_model=True)["triplets_per_s"]
+            runner = ComputeBound(dataset, store, "cnnf", batch, device, compile_model=True)
+            runner.run(max(3, warm))  # compilation happens here
+            compiled = steps * batch / min(runner.run(steps) for _ in range(rounds))
             rows.append(Row("gpu_compute_bound_compiled", compiled, "triplets/s", bound,
                             note="torch.compile(model) vs eager"))
         except Exception as exc:  # compile support varies: report, do not fail the run

@@ -1,13 +1,15 @@
 """Training throughput (triplets/s) three ways, same model, same batch, same loss:
 
-* `real_loop`: the project's training loop, `dvbpr.train.train_one_epoch`, with its
+* `RealLoop`: the project's training loop, `dvbpr.train.train_one_epoch`, with its
   `ImageBatches` over the memory-mapped uint8 image store and `TripletSampler` epochs;
-* `compute_bound`: the same model's forward, backward and Adam step on one batch already in
+* `ComputeBound`: the same model's forward, backward and Adam step on one batch already in
   memory (on the device, already scaled): what the loop would reach if data were free;
 * `tutorial_pipeline`: the tutorial's way, a `torch.utils.data.DataLoader` whose worker
   processes open, decode, resize and convert each image file with PIL, per sample.
 
-Used by `run.py` (CPU) and `gpu.py` (CUDA, bf16). Each returns a dict with `triplets_per_s`.
+The real loop and the compute bound take turns in rounds (`interleaved`), so the load other
+processes put on the machine hits both alike; the best round of each counts. Used by `run.py`
+(CPU) and `gpu.py` (CUDA, bf16).
 """
 
 from __future__ import annotations
@@ -58,40 +60,54 @@ def setup(dataset: Dataset, arch: str, image_size: int, batch: int, device: torc
     return cfg, model, optimizer
 
 
-def real_loop(dataset: Dataset, store: ImageStore, arch: str, batch: int, device: torch.device,
-              warmup: int, steps: int, whole_epoch: bool = False,
-              images: ImageBatches | None = None) -> dict[str, Any]:
-    """`train_one_epoch` timed from the end of step `warmup` to the end of step warmup + steps
-    (or, with `whole_epoch`, one full epoch from its first step, sampling included). `images`
-    reuses an `ImageBatches` (on CUDA it holds the whole store on the GPU)."""
-    cfg, model, optimizer = setup(dataset, arch, store.size, batch, device)
-    images = images if images is not None else ImageBatches(store, device)
-    sampler = TripletSampler(dataset.train, dataset.n_items, cfg.negatives)
-    stamps: list[float] = []
-    want = None if whole_epoch else warmup + steps
-    triplets_seen = 0
+class RealLoop:
+    """The project's loop, `train_one_epoch`, over the store; `run(n)` does the next n steps
+    (resuming inside the epoch, sampling the next epoch when one ends)."""
 
-    def on_step(step: int, loss: float, n: int) -> bool:
-        nonlocal triplets_seen
-        stamps.append(time.perf_counter())
-        triplets_seen += n
-        return want is None or len(stamps) < want
+    def __init__(self, dataset: Dataset, store: ImageStore, arch: str, batch: int, device: torch.device,
+                 images: ImageBatches | None = None):
+        self.cfg, self.model, self.optimizer = setup(dataset, arch, store.size, batch, device)
+        self.images = images if images is not None else ImageBatches(store, device)  # reuse: CUDA copy
+        self.sampler = TripletSampler(dataset.train, dataset.n_items, self.cfg.negatives)
+        self.device, self.epoch, self.position = device, 0, 0
+        self.triplets = self.sampler.epoch(0)
 
-    epoch = 0
-    t0 = time.perf_counter()
-    while True:
-        triplets = sampler.epoch(cfg.seed * 1_000_003 + epoch)
-        train_one_epoch(model, optimizer, None, triplets, images, cfg, Dist(), start_step=0, on_step=on_step)
-        epoch += 1
-        if whole_epoch or len(stamps) >= want:
-            break
-    _sync(device)
-    if whole_epoch:
+    def run(self, steps: int) -> float:
+        """Seconds for the next `steps` steps."""
+        t0 = time.perf_counter()
+        done = 0
+
+        def on_step(step: int, loss: float, n: int) -> bool:
+            nonlocal done
+            done += 1
+            self.position = step + 1
+            return done < steps
+
+        while done < steps:
+            if self.position * self.cfg.batch_size >= len(self.triplets):
+                self.epoch, self.position = self.epoch + 1, 0
+                self.triplets = self.sampler.epoch(self.cfg.seed * 1_000_003 + self.epoch)
+            train_one_epoch(self.model, self.optimizer, None, self.triplets, self.images, self.cfg, Dist(),
+                            start_step=self.position, on_step=on_step)
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+    def whole_epoch(self) -> dict[str, Any]:
+        """One full epoch from its first step, sampling included."""
+        t0 = time.perf_counter()
+        triplets = self.sampler.epoch(self.cfg.seed * 1_000_003 + self.epoch + 1)
+        steps = 0
+
+        def on_step(step: int, loss: float, n: int) -> bool:
+            nonlocal steps
+            steps += 1
+            return True
+
+        train_one_epoch(self.model, self.optimizer, None, triplets, self.images, self.cfg, Dist(),
+                        start_step=0, on_step=on_step)
+        _sync(self.device)
         seconds = time.perf_counter() - t0
-        return {"triplets_per_s": triplets_seen / seconds, "epoch_s": seconds, "steps": len(stamps),
-                "triplets": triplets_seen}
-    seconds = stamps[warmup + steps - 1] - stamps[warmup - 1]
-    return {"triplets_per_s": steps * batch / seconds, "step_s": seconds / steps}
+        return {"epoch_s": seconds, "steps": steps, "triplets_per_s": len(triplets) / seconds}
 
 
 def _step(model: DVBPR, optimizer: torch.optim.Optimizer, cfg: TrainConfig, u, i, j, imgs,
@@ -109,31 +125,45 @@ def _step(model: DVBPR, optimizer: torch.optim.Optimizer, cfg: TrainConfig, u, i
     return bpr
 
 
-def compute_bound(dataset: Dataset, store: ImageStore, arch: str, batch: int, device: torch.device,
-                  warmup: int, steps: int, sync_every_step: bool = False,
-                  compile_model: bool = False) -> dict[str, Any]:
-    """Forward, backward and Adam step on one fixed batch already on the device."""
-    cfg, model, optimizer = setup(dataset, arch, store.size, batch, device)
-    rng = np.random.default_rng(0)
-    sampler = TripletSampler(dataset.train, dataset.n_items, cfg.negatives)
-    local = sampler.epoch(0)[:batch]
-    if len(local) < batch:
-        local = local[rng.integers(0, len(local), batch)]
-    u, i, j = (torch.as_tensor(local[:, c], device=device) for c in range(3))
-    rows = store.batch(np.concatenate([local[:, 1], local[:, 2]])).to(device)
-    imgs = to_model_input(rows).contiguous(memory_format=torch.channels_last)
-    net = torch.compile(model) if compile_model else model
-    for _ in range(warmup):
-        _step(model, optimizer, cfg, u, i, j, imgs, device, net)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        bpr = _step(model, optimizer, cfg, u, i, j, imgs, device, net)
-        if sync_every_step:
-            float(bpr)
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    return {"triplets_per_s": steps * batch / seconds, "step_s": seconds / steps}
+class ComputeBound:
+    """Forward, backward and Adam step on one fixed batch already on the device (optionally
+    reading the loss back every step, or through `torch.compile`)."""
+
+    def __init__(self, dataset: Dataset, store: ImageStore, arch: str, batch: int, device: torch.device,
+                 sync_every_step: bool = False, compile_model: bool = False):
+        self.cfg, self.model, self.optimizer = setup(dataset, arch, store.size, batch, device)
+        local = TripletSampler(dataset.train, dataset.n_items, self.cfg.negatives).epoch(0)[:batch]
+        if len(local) < batch:
+            local = local[np.random.default_rng(0).integers(0, len(local), batch)]
+        self.u, self.i, self.j = (torch.as_tensor(local[:, c], device=device) for c in range(3))
+        rows = store.batch(np.concatenate([local[:, 1], local[:, 2]])).to(device)
+        self.imgs = to_model_input(rows).contiguous(memory_format=torch.channels_last)
+        self.net = torch.compile(self.model) if compile_model else self.model
+        self.device, self.sync_every_step = device, sync_every_step
+
+    def run(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            bpr = _step(self.model, self.optimizer, self.cfg, self.u, self.i, self.j, self.imgs,
+                        self.device, self.net)
+            if self.sync_every_step:
+                float(bpr.detach())
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
+def interleaved(runners: dict[str, Any], batch: int, warmup: int, steps: int, rounds: int
+                ) -> dict[str, float]:
+    """Triplets/s of each runner: after `warmup` steps each, `rounds` rounds of `steps` steps,
+    the runners taking turns (ABAB...), so load from other processes hits all of them alike;
+    the best round of each counts."""
+    for runner in runners.values():
+        runner.run(warmup)
+    best = {name: float("inf") for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            best[name] = min(best[name], runner.run(steps))
+    return {name: steps * batch / seconds for name, seconds in best.items()}
 
 
 class TutorialTriplets(torch.utils.data.Dataset):
@@ -159,30 +189,31 @@ class TutorialTriplets(torch.utils.data.Dataset):
 
 
 def tutorial_pipeline(dataset: Dataset, image_size: int, arch: str, batch: int, device: torch.device,
-                      warmup: int, steps: int, workers: int) -> dict[str, Any]:
+                      warmup: int, steps: int, rounds: int, workers: int) -> dict[str, Any]:
     """DataLoader(num_workers=workers, shuffle) over the tutorial dataset, same model and step
-    (the tutorial also reads the loss back every step)."""
+    (the tutorial also reads the loss back every step). One continuous run: `warmup` steps,
+    then `rounds` rounds of `steps` steps; the best round counts. Not interleaved with other
+    runners, whose rounds the prefetching workers would otherwise slow down."""
+    if warmup < 1 or steps < 1 or rounds < 1:
+        raise ValueError("warmup, steps and rounds must be at least 1")
     cfg, model, optimizer = setup(dataset, arch, image_size, batch, device)
     triplets = TripletSampler(dataset.train, dataset.n_items, cfg.negatives).epoch(0)
-    while len(triplets) < (warmup + steps) * batch:
+    while len(triplets) < (warmup + steps * rounds) * batch:
         triplets = np.concatenate([triplets, triplets])
     loader = torch.utils.data.DataLoader(
         TutorialTriplets(triplets, dataset.image_paths.strings, image_size), batch_size=batch,
         shuffle=True, num_workers=workers, drop_last=True, pin_memory=device.type == "cuda")
-    t0 = None
-    done = 0
+    stamps = []
     for u, i, j, xi, xj in loader:
-        if done == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
         imgs = torch.cat([xi, xj]).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         bpr = _step(model, optimizer, cfg, u.to(device), i.to(device), j.to(device), imgs, device)
         bpr.detach().item()  # the tutorial's running_loss += loss.item()
-        done += 1
-        if done == warmup + steps:
+        stamps.append(time.perf_counter())
+        if len(stamps) == warmup + steps * rounds:
             break
-    _sync(device)
-    seconds = time.perf_counter() - t0
+    del loader  # stops the workers
+    ends = stamps[warmup - 1::steps]
+    seconds = min(b - a for a, b in zip(ends, ends[1:]))
     return {"triplets_per_s": steps * batch / seconds, "step_s": seconds / steps, "workers": workers}
 
 
@@ -211,21 +242,25 @@ def section(ctx) -> list:
     device = torch.device("cpu")
     dataset = load_dataset(training_data(ctx))
     rows = []
-    for suffix, arch, size, batch, (warmup, steps) in (
+    for suffix, arch, size, batch, (warmup, steps, rounds) in (
             ("", "cnnf-small", s.small_size, s.small_batch, s.small_steps),
             ("_cnnf224", "cnnf", s.cnnf_size, s.cnnf_batch, s.cnnf_steps)):
         label = f"{arch} {size}px, batch {batch}"
         store = ImageStore.open(dataset, size, progress=False)
-        real = bound = 0.0
-        for _ in range(s.repeats if not suffix else 1):  # alternate; the best of each resists noise
-            ctx.log(f"train {label}: real loop ({warmup}+{steps} steps)")
-            real = max(real, real_loop(dataset, store, arch, batch, device, warmup, steps)["triplets_per_s"])
-            ctx.log(f"train {label}: compute bound")
-            bound = max(bound, compute_bound(dataset, store, arch, batch, device, warmup, steps)["triplets_per_s"])
+        ctx.log(f"train {label}: real loop and compute bound, {rounds} rounds of {steps} steps, taking turns")
+        runners = {"real": RealLoop(dataset, store, arch, batch, device),
+                   "bound": ComputeBound(dataset, store, arch, batch, device)}
+        rates = interleaved(runners, batch, warmup, steps, rounds)
+        # the tutorial runs alone and continuously (see tutorial_pipeline): compare it with the
+        # real loop run the same way, right before it
+        real = runners.pop("real")
+        del runners
+        alone = steps * batch / min(real.run(steps) for _ in range(rounds))
+        del real
         ctx.log(f"train {label}: tutorial pipeline (DataLoader, 2 workers)")
-        tut = tutorial_pipeline(dataset, size, arch, batch, device, warmup, steps, workers=2)["triplets_per_s"]
-        rows += [Row(f"train_vs_compute_bound{suffix}", real, "triplets/s", bound,
-                     note=f"{label}; goal >= 0.9"),
-                 Row(f"train_vs_tutorial_pipeline{suffix}", real, "triplets/s", tut,
-                     note=f"{label}; tutorial = DataLoader, 2 workers, PIL per sample")]
+        tut = tutorial_pipeline(dataset, size, arch, batch, device, warmup, steps, rounds, workers=2)
+        rows += [Row(f"train_vs_compute_bound{suffix}", rates["real"], "triplets/s", rates["bound"],
+                     note=f"{label}; taking turns; goal >= 0.9"),
+                 Row(f"train_vs_tutorial_pipeline{suffix}", alone, "triplets/s", tut["triplets_per_s"],
+                     note=f"{label}; each alone; tutorial = DataLoader, 2 workers, PIL per sample")]
     return rows
