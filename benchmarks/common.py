@@ -108,6 +108,7 @@ class Sizes:
 FULL = Sizes("full")
 QUICK = Sizes("quick", small_steps=(2, 8, 3), cnnf_steps=(1, 1, 3), cnnf_batch=16, loop_users=300,
               big_eval_users=1024, big_loop_users=60, recommend_calls=100, rank_users_calls=20,
+              catalogues=((5_000, 1_200), (100_000, 30_000), (350_000, 9_768)),
               scale_fraction=0.1, scale_pool=1000, scale_train_steps=40, scale_eval_users=1000,
               umap_items=35_000)
 SMOKE = Sizes("smoke", small_steps=(1, 1, 2), cnnf_steps=(1, 1, 1), cnnf_batch=2, cnnf_size=64,

@@ -3,6 +3,10 @@ for catalogues of 5k, 100k and 350k items, and `rank_users(image)` for an upload
 (decode + the one preprocessing + CNN + scores of every user + sort), with the small CPU
 network and with CNN-F at 224 over Amazon Women's 97,678 users.
 
+`recommend` is measured twice: as served (every user's top-100 list precomputed once per
+checkpoint, `recommend` a lookup; the time to precompute them is its own row) and as an exact
+scan of the whole catalogue per call (what calls the lists cannot answer cost).
+
 The catalogues are synthetic: random item features phi and a freshly initialised DVBPR (the
 latency does not depend on the values), users with 8 training items each.
 """
@@ -10,6 +14,7 @@ latency does not depend on the values), users with 8 training items each.
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +59,12 @@ def measure(rec: Recommender, calls: int, rank_calls: int, image: bytes | None) 
     rng = np.random.default_rng(0)
     users = rec.dataset.users.ids
     picks = [users[i] for i in rng.integers(0, len(users), calls + 10)]
-    out = dict(zip(("recommend_p50", "recommend_p99"),
+    out = dict(zip(("scan_p50", "scan_p99"),
+                   p50_p99(latencies_ms(lambda k: rec.recommend(picks[k], k=20), calls))))
+    t0 = time.perf_counter()
+    rec.precompute_top_lists()
+    out["top_lists_s"] = time.perf_counter() - t0
+    out.update(zip(("recommend_p50", "recommend_p99"),
                    p50_p99(latencies_ms(lambda k: rec.recommend(picks[k], k=20), calls))))
     if image is not None:
         out.update(zip(("rank_users_p50", "rank_users_p99"),
@@ -74,8 +84,14 @@ def section(ctx) -> list[Row]:
         m = measure(rec, s.recommend_calls, s.rank_users_calls, image if index in (0, len(s.catalogues) - 1) else None)
         label = size_label(n_items)
         note = f"{n_items:,} items, {n_users:,} users, k=20, {s.recommend_calls} calls"
-        rows += [Row(f"recommend_p50_ms_{label}", m["recommend_p50"], "ms", RECOMMEND_GOAL_MS, note=note + "; goal < 10 ms"),
-                 Row(f"recommend_p99_ms_{label}", m["recommend_p99"], "ms", note=note)]
+        rows += [Row(f"recommend_p50_ms_{label}", m["recommend_p50"], "ms", RECOMMEND_GOAL_MS,
+                     note=note + ", top lists precomputed; goal < 10 ms"),
+                 Row(f"recommend_p99_ms_{label}", m["recommend_p99"], "ms", note=note),
+                 Row(f"recommend_scan_p50_ms_{label}", m["scan_p50"], "ms", RECOMMEND_GOAL_MS,
+                     note=note + ", exact scan of the catalogue per call"),
+                 Row(f"recommend_scan_p99_ms_{label}", m["scan_p99"], "ms", note=note),
+                 Row(f"top_lists_s_{label}", m["top_lists_s"], "s",
+                     note=f"top-100 lists of all {n_users:,} users, once per checkpoint")]
         if "rank_users_p50" in m:
             suffix = "" if last else "_small"
             note = f"{arch} {size}px, {n_users:,} users, 512px JPEG upload, {s.rank_users_calls} calls"

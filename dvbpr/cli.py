@@ -173,6 +173,17 @@ def _similar(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("precompute")
+def _precompute(args: argparse.Namespace) -> int:
+    from .recommender import Recommender
+
+    rec = Recommender.from_run(args.run_dir, data=args.data, device=args.device, progress=True, top_lists=True)
+    n_users, k = rec.top_ids.shape
+    print(f"top-{k} lists of {n_users:,} users cached in {Path(rec.checkpoint_path).parent / 'cache'}: "
+          f"recommend with k <= {k} is now a lookup")
+    return 0
+
+
 @command("import")
 def _import(args: argparse.Namespace) -> int:
     from .data import load_dataset
@@ -288,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--image", default=None, help="image file")
     p.add_argument("-k", type=int, default=10, help="number of items")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("precompute", help="cache item features and every user's top-100 list of a run "
+                       "(done at load for small catalogues; makes recommend a lookup on large ones)")
+    _run_args(p)
 
     p = sub.add_parser("import", help="convert a public dataset into a dataset folder")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT",

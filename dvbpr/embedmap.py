@@ -157,22 +157,11 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 
 # ------------------------------------------------------------------------------ computing
 def _item_features(run_dir: Path, data: str | Path | None) -> np.ndarray:
-    """phi of every item: the Recommender's on-disk cache when present, else loaded through it."""
-    from .checkpoint import find_checkpoint
-
-    ckpt = find_checkpoint(run_dir)
-    key = checkpoint_key(run_dir)
-    cached = run_dir / CACHE_DIR / f"phi_{ckpt.stem}_{key}.npy"
-    if cached.is_file():
-        try:
-            phi = np.load(cached, allow_pickle=False)
-            if phi.ndim == 2 and len(phi):
-                return phi.astype(np.float32, copy=False)
-        except (OSError, ValueError):
-            pass
+    """phi of every item, through the Recommender (its on-disk cache when present)."""
     from .recommender import Recommender
 
-    return Recommender.from_run(run_dir, data=data, device="cpu").item_embeddings().astype(np.float32)
+    rec = Recommender.from_run(run_dir, data=data, device="cpu", top_lists=False)
+    return rec.item_embeddings().astype(np.float32)
 
 
 def _fit_umap(phi: np.ndarray, sample: int, seed: int, report: ProgressCallback) -> np.ndarray:

@@ -119,9 +119,10 @@ class ImageStore:
     rebuilt when the dataset fingerprint (CSVs, image sizes and mtimes) changes.
     """
 
-    def __init__(self, array: np.ndarray, size: int) -> None:
+    def __init__(self, array: np.ndarray, size: int, fingerprint: str = "") -> None:
         self.array = array
         self.size = size
+        self.fingerprint = fingerprint  # the dataset's, when built from one: what the pixels come from
 
     def __len__(self) -> int:
         return len(self.array)
@@ -167,7 +168,7 @@ class ImageStore:
             atomic_write_json(meta_path, meta)
         elif progress_callback is not None:
             progress_callback(1.0, f"using cached {size}px images")
-        return cls(np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), size)
+        return cls(np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), size, meta["fingerprint"])
 
     def batch(self, item_indices: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, size, size, 3) CPU tensor of the given items (one fancy-indexed read)."""

@@ -127,6 +127,20 @@ def test_recommend_json_lists_ranked_items(capsys, tiny_run: Path, tiny_rec) -> 
     assert len(seen["items"]) == 48
 
 
+def test_precompute_caches_every_users_top_list(capsys, tiny_run: Path, tiny_data: Path, tiny_copy,
+                                                monkeypatch) -> None:
+    import dvbpr.recommender as recommender
+
+    monkeypatch.setattr(recommender, "AUTO_TOP_LIST_SCORES", 0)  # as if the catalogue were large
+    run = tiny_copy(tiny_run, "run")
+    assert recommender.Recommender.from_run(run, data=tiny_data).top_ids is None  # not at load
+    code, out, _ = run_cli(capsys, "precompute", run, "--data", tiny_data)
+    assert code == 0 and "top-48 lists of 40 users" in out
+    rec = recommender.Recommender.from_run(run, data=tiny_data)  # loaded from the cache
+    assert rec.top_ids is not None and rec.top_ids.shape == (40, 48)
+    assert rec.recommend("u4", k=5)[0] == rec.recommend_batch(["u4"], k=5, items=rec.items())[0][0]
+
+
 def test_rank_users_and_similar_json(capsys, tiny_run: Path, tiny_data: Path, tiny_rec) -> None:
     image = tiny_data / "images" / "i6.png"
     code, out, _ = run_cli(capsys, "rank-users", tiny_run, image, "-k", "4", "--json", "--device", "cpu")

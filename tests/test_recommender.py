@@ -31,10 +31,37 @@ def test_recommend_excludes_history_and_round_trips_ids_and_scores(tiny_rec: Rec
         assert not set(ids) & set(tiny_rec.user_history(user))
         assert np.all(np.diff(scores) <= 0)
         row = tiny_rec.scores([tiny_rec.dataset.users.index(user)])[0].numpy()
-        np.testing.assert_array_equal(scores, row[tiny_rec.dataset.items.indices(ids)])
+        # the precomputed lists come from a batched product: equal up to float rounding
+        np.testing.assert_allclose(scores, row[tiny_rec.dataset.items.indices(ids)], rtol=1e-6, atol=1e-7)
         # nothing outside the list (and not seen) scores higher than its last item
         rest = set(tiny_rec.items()) - set(ids) - set(tiny_rec.user_history(user))
-        assert row[tiny_rec.dataset.items.indices(sorted(rest))].max() <= scores[-1]
+        assert row[tiny_rec.dataset.items.indices(sorted(rest))].max() <= scores[-1] + 1e-6
+
+
+def test_precomputed_top_lists_equal_the_exact_scan(tiny_run: Path, tiny_data: Path, tiny_copy) -> None:
+    run = tiny_copy(tiny_run, "run")
+    rec = Recommender.from_run(run, data=tiny_data, device="cpu")  # small: lists computed at load
+    assert rec.top_ids is not None and rec.top_ids.shape == (40, 48)  # K capped at the catalogue
+    lists = sorted(p.name.split("_")[0] for p in (run / "cache").glob("top*.npy"))
+    assert lists == ["topids", "topscores"]
+    scan = Recommender.from_run(run, data=tiny_data, device="cpu", top_lists=False)
+    assert scan.top_ids is None
+    for user in scan.users():
+        for k in (1, 5, 45, 48):
+            ids, scores = rec.recommend(user, k=k)
+            exact_ids, exact_scores = scan.recommend(user, k=k)
+            assert ids == exact_ids
+            np.testing.assert_allclose(scores, exact_scores, rtol=1e-6, atol=1e-7)
+    # the lists on disk are the ones used: doctor them and see them come back
+    (ids_file,) = (run / "cache").glob("topids_*.npy")
+    doctored = np.load(ids_file)
+    doctored[0, :2] = doctored[0, [1, 0]]
+    np.save(ids_file, doctored)
+    again = Recommender.from_run(run, data=tiny_data, device="cpu")
+    assert again.recommend("u0", k=2)[0] == rec.recommend("u0", k=2)[0][::-1]
+    # calls the lists cannot answer scan exactly
+    assert again.recommend("u0", k=3, exclude_seen=False)[0] == scan.recommend("u0", k=3, exclude_seen=False)[0]
+    assert again.recommend("u0", k=2, items=["i1", "i2", "i3"])[0] == scan.recommend("u0", k=2, items=["i1", "i2", "i3"])[0]
 
 
 def test_k_beyond_the_catalogue_returns_every_candidate(tiny_rec: Recommender) -> None:
@@ -204,7 +231,7 @@ def test_phi_cache_is_written_once_reused_and_invalidated(tiny_run: Path, tiny_d
     stamp = cache.stat().st_mtime_ns
     time.sleep(0.02)
     again = Recommender.from_run(run, data=tiny_data, device="cpu")
-    assert cache.stat().st_mtime_ns == stamp and list((run / "cache").iterdir()) == [cache]
+    assert cache.stat().st_mtime_ns == stamp and list((run / "cache").glob("phi_*")) == [cache]
     torch.testing.assert_close(again.phi, first.phi)
     # the cached features are really used: doctor the file and see them come back
     np.save(cache, np.load(cache) + 1.0)
@@ -224,6 +251,19 @@ def test_phi_cache_is_written_once_reused_and_invalidated(tiny_run: Path, tiny_d
     (new_cache,) = (run / "cache").glob("phi_best_*.npy")  # the stale file is gone
     assert new_cache != cache
     torch.testing.assert_close(changed.phi, first.phi + 0.5)
+
+
+def test_phi_cache_follows_a_changed_image(tiny_run: Path, tiny_data: Path, tiny_copy) -> None:
+    from PIL import Image
+
+    run, data = tiny_copy(tiny_run, "run"), tiny_copy(tiny_data, "data")
+    before = Recommender.from_run(run, data=data, device="cpu")
+    path = Path(before.dataset.image_paths[0])
+    Image.new("RGB", (32, 32), (255, 0, 255)).save(path)  # same item id, new picture
+    after = Recommender.from_run(run, data=data, device="cpu")
+    assert not torch.allclose(after.phi[0], before.phi[0])
+    torch.testing.assert_close(after.phi[1:], before.phi[1:])
+    assert len(list((run / "cache").glob("phi_best_*.npy"))) == 1
 
 
 @pytest.mark.parametrize("terms", ["visual", "visual+cf"])
