@@ -105,7 +105,9 @@ def coverage_at_k(topk_item_lists: np.ndarray, n_items: int) -> float:
         n_items: catalogue size.
     """
     items = np.asarray(topk_item_lists).ravel()
-    return np.unique(items[items >= 0]).size / n_items
+    listed = np.zeros(n_items, dtype=bool)
+    listed[items[items >= 0]] = True
+    return int(listed.sum()) / n_items
 
 
 def sampled_auc(

@@ -184,13 +184,14 @@ class DVBPR(nn.Module):
         scored as an uploaded image is: the visual term plus the mean bias of the warm items.
         """
         x = self.theta_users(users) @ phi_all.T
+        # in place: a (B, n_items) temporary per term costs more than the products at scale
         if self.cfg.uses_cf:
             gamma_items = self.gamma_items.weight
             if cold_items is not None:
                 gamma_items = gamma_items.masked_fill(cold_items[:, None], 0.0)
-            x = x + self.gamma_users(users) @ gamma_items.T
+            x.addmm_(self.gamma_users(users), gamma_items.T)
         if self.cfg.uses_bias:
-            x = x + self.item_bias(cold_items)[None, :]
+            x.add_(self.item_bias(cold_items)[None, :])
         return x
 
     def item_bias(self, cold_items: torch.Tensor | None = None) -> torch.Tensor:
