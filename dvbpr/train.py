@@ -258,6 +258,23 @@ def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.A
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
+def _stretch_cosine(scheduler: Any, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+    """A run resumed with more (or fewer) epochs: the cosine schedule spans the new length, with
+    the learning rate it would have at this step had it been planned that way from the start
+    (the scheduler's recursive update would otherwise keep the old shape, and stay at 0 once a
+    finished schedule is extended)."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return
+    total_steps = max(total_steps, 1)
+    if scheduler.T_max == total_steps:
+        return
+    scheduler.T_max = total_steps
+    progress = min(scheduler.last_epoch, total_steps) / total_steps
+    for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = scheduler.eta_min + (base_lr - scheduler.eta_min) * (1 + math.cos(math.pi * progress)) / 2
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
 def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
@@ -480,6 +497,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, progress_callback, d:
             optimizer.load_state_dict(ts["optimizer"])
             if scheduler is not None and ts.get("scheduler"):
                 scheduler.load_state_dict(ts["scheduler"])
+                _stretch_cosine(scheduler, optimizer, total_steps)
             _set_rng_state(ts["rng"], device)
             start_epoch, start_step = resume_ckpt["epoch"], ts["step_in_epoch"]
             best, stale = ts["best"], ts["stale_epochs"]

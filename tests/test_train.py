@@ -372,3 +372,18 @@ def test_unknown_run_folder_for_init_from(tiny_data: Path, tmp_path: Path, tiny_
         train(config(tiny_data, tmp_path / "x", tiny_train_kwargs, init_from=str(tmp_path / "nope")),
               progress=False)
     assert read_status(tmp_path / "x")["state"] == "failed"
+
+
+def test_resume_with_more_epochs_stretches_the_cosine_schedule(tiny_data: Path, tmp_path: Path,
+                                                                tiny_train_kwargs: dict) -> None:
+    run = tmp_path / "cosine"
+    base = dict(tiny_train_kwargs, lr_schedule="cosine", log_every=1)
+    assert train(config(tiny_data, run, base, epochs=1), progress=False)["state"] == "finished"
+    steps = [r for r in read_metrics(run) if r["type"] == "step"]
+    assert steps[-1]["lr"] < 0.1 * base["lr"]  # a finished one-epoch schedule has annealed
+    train(resume_config(run, epochs=2), resume=True, progress=False)
+    second = [r for r in read_metrics(run) if r["type"] == "step"][len(steps):]
+    # spread over two epochs: the second epoch starts near half the base rate and anneals to ~0
+    assert 0.3 * base["lr"] < second[0]["lr"] < 0.6 * base["lr"]
+    assert second[-1]["lr"] < 0.1 * base["lr"]
+    assert all(a["lr"] >= b["lr"] for a, b in zip(second, second[1:]))
