@@ -344,8 +344,13 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
         per_sample = bpr + core.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
         cnn_reg = cfg.l2_cnn * core.cnn_l2() if cfg.l2_cnn else 0.0
         loss = (per_sample * d.world + cnn_reg) / len(batch)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step} of the epoch; "
+        finite = torch.isfinite(loss.detach()).reshape(1).float()
+        if d.world > 1:  # all ranks stop together: one left waiting in backward's all-reduce hangs
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite.item()):
+            value = loss.item()
+            where = value if not math.isfinite(value) else "nan or inf in another process"
+            raise TrainingError(f"loss became {where} at step {step} of the epoch; "
                                 "the last good checkpoint is kept (try a lower --lr)")
         if due:
             checkpoint(step, rng)

@@ -367,6 +367,22 @@ def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
     assert ddp[-1]["val_auc"] > 0.65
 
 
+def test_ddp_nan_in_one_process_fails_every_process_cleanly(tiny_data: Path, tmp_path: Path,
+                                                             tiny_train_kwargs: dict) -> None:
+    run = tmp_path / "ddp-nan"
+    cfg = config(tiny_data, run, tiny_train_kwargs, epochs=1)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(REPO / "tests" / "ddp_nan_rank.py"), "train", *_cli_args(cfg)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    # rank 0 (the writer) saw rank 1's NaN through the all-reduce and failed with a message,
+    # instead of waiting in backward until torchrun tore it down
+    status = read_status(run)
+    assert status["state"] == "failed", status
+    assert "loss became nan or inf in another process" in status["message"]
+
+
 def test_unknown_run_folder_for_init_from(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         train(config(tiny_data, tmp_path / "x", tiny_train_kwargs, init_from=str(tmp_path / "nope")),
