@@ -43,27 +43,31 @@ def main() -> None:
     style.header("Embeddings", "Every item placed by a 2-D UMAP of its learned visual embedding "
                  "φ(Xᵢ): items that look alike to the model sit together.")
     rec = loaders.recommender()
-    run, _, data = loaders.recommender_key()
-    status = embedmap.map_status(run)
-    if status["state"] == "failed":
-        errors.show_problem(f"Computing the map failed: {status.get('message') or 'no message'}",
-                            "Try again; if it fails again, run `python -m dvbpr.embedmap "
-                            f"{run}` in a terminal to see the details.")
-        if st.button("Compute the map again", icon=":material/refresh:"):
-            embedmap.start_map_job(run, data)
-            st.rerun()
-        return
-    if status["state"] != "done":
-        embedmap.start_map_job(run, data)  # no-op when a job is already running
-        _progress(run)
-        return
-    coords = embedmap.load_map(run)
+    run, mtime, data = loaders.recommender_key()
+    coords, map_key = loaders.embedding_map(run)
+    if coords is None:
+        status = embedmap.map_status(run)
+        if status["state"] == "failed":
+            errors.show_problem(f"Computing the map failed: {status.get('message') or 'no message'}",
+                                "Try again; if it fails again, run `python -m dvbpr.embedmap "
+                                f"{run}` in a terminal to see the details.")
+            if st.button("Compute the map again", icon=":material/refresh:"):
+                embedmap.start_map_job(run, data)
+                st.rerun()
+            return
+        if status["state"] != "done":
+            embedmap.start_map_job(run, data)  # no-op when a job is already running
+            _progress(run)
+            return
+        coords, map_key = loaders.embedding_map(run)  # written since
     ds = rec.dataset
     if coords is None or len(coords) != ds.n_items:
         errors.show_problem("The cached map does not match this dataset's items.",
                             "Pick the dataset this model was trained on in the sidebar.")
         return
     hover = loaders.item_hover()
+    # the figures depend on the map, the model and the dataset: built once per colouring
+    key = (map_key, run, mtime, data, loaders.dataset_stamp(data))
 
     tab_map, tab_thumbs = st.tabs([":material/scatter_plot: Map", ":material/grid_view: Thumbnail view"])
     with tab_map:
@@ -71,14 +75,17 @@ def main() -> None:
         colour = c1.segmented_control("Colour by", ["Category", "Popularity", "Cold items", "User's score"],
                                       default="Category", key="emb_colour") or "Category"
         if colour == "Category":
-            values = np.array([c or "(none)" for c in (ds.item_categories or [""] * ds.n_items)], dtype=object)
-            fig = maps.map_figure(coords, hover, "categorical", values)
+            def build():
+                values = np.array([c or "(none)" for c in (ds.item_categories or [""] * ds.n_items)], dtype=object)
+                return maps.map_figure(coords, hover, "categorical", values)
         elif colour == "Popularity":
-            fig = maps.map_figure(coords, hover, "numeric", np.log1p(ds.item_popularity),
-                                  colour_label="log(1 + training interactions)")
+            def build():
+                return maps.map_figure(coords, hover, "numeric", np.log1p(ds.item_popularity),
+                                       colour_label="log(1 + training interactions)")
         elif colour == "Cold items":
-            values = np.where(ds.cold_items, "cold (no training interaction)", "warm").astype(object)
-            fig = maps.map_figure(coords, hover, "categorical", values)
+            def build():
+                values = np.where(ds.cold_items, "cold (no training interaction)", "warm").astype(object)
+                return maps.map_figure(coords, hover, "categorical", values)
         else:
             users = rec.users()
             ss = st.session_state
@@ -86,8 +93,12 @@ def main() -> None:
                 ss["emb_user"] = ss.get("user") if ss.get("user") in users else users[0]
             user = c2.selectbox("User", users, key="emb_user")
             ss["user"] = user
-            scores = rec.scores([ds.users.index(user)])[0].cpu().numpy()
-            fig = maps.map_figure(coords, hover, "numeric", scores, colour_label=f"score for {user}")
+            colour = (colour, user)
+
+            def build():
+                scores = rec.scores([ds.users.index(user)])[0].cpu().numpy()
+                return maps.map_figure(coords, hover, "numeric", scores, colour_label=f"score for {user}")
+        fig = maps.cached_figure("embeddings", key + (colour,), build)
         st.caption(f"{ds.n_items:,} items. Drag a box or lasso (or click a point) to see the selected "
                    "items below; scroll to zoom.")
         event = maps.show(fig, key="emb_map", on_select="rerun", selection_mode=("points", "box", "lasso"))

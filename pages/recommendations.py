@@ -22,8 +22,9 @@ def _user_picker(rec, ranking) -> tuple[str, int]:
     users = rec.users()
     per_user = ranking.per_user
     hit_users = set(rec.dataset.users.to_ids(per_user["user"][per_user["best_rank"] <= K]))
-    c1, c2, c3, c4 = st.columns([3, 1.2, 2.2, 2.4], vertical_alignment="bottom")
-    only_hits = c4.toggle(f"Only users whose test item is a hit@{K}", key="rec_only_hits",
+    # widths that fit the button's and the toggle's labels in a 1400 px wide window
+    c1, c2, c3, c4 = st.columns([2.5, 1.6, 2, 3.5], vertical_alignment="bottom")
+    only_hits = c4.toggle(f"Only users whose test item is a hit@{K}", key="rec_only_hits", wrap=True,
                           help=f"{len(hit_users):,} of {len(users):,} users have their test item in "
                                f"their top {K}")
     options = [u for u in users if u in hit_users] if only_hits else users
@@ -144,10 +145,8 @@ def main() -> None:
 
 
 def _small_map(rec, history: list[str], top_ids: list[str], tests: list[str]) -> None:
-    from dvbpr.embedmap import load_map
-
     run, _, _ = loaders.recommender_key()
-    coords = load_map(run)
+    coords, map_key = loaders.embedding_map(run)
     if coords is None or len(coords) != rec.dataset.n_items:
         st.info("The embedding map of this model is not computed yet. Open the Embeddings page "
                 "to compute it (in the background, about a minute).", icon=":material/scatter_plot:")
@@ -162,7 +161,8 @@ def _small_map(rec, history: list[str], top_ids: list[str], tests: list[str]) ->
         {"idx": ds.items.indices(tests), "name": "test item", "color": "#e8590c", "size": 16,
          "symbol": "star"},
     ]
-    maps.show(maps.highlight_figure(coords, hover, layers, height=430), key="rec_map")
+    picture = maps.cached_catalogue_picture(map_key, coords)
+    maps.show(maps.highlight_figure(coords, hover, layers, height=430, picture=picture), key="rec_map")
 
 
-errors.run_page(main)
+errors.run_page(main, fragment=True)  # switching users reruns the page body only

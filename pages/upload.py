@@ -125,10 +125,10 @@ def _user_rows(rec, users: list[str], scores: np.ndarray) -> str:
 
 
 def _map(rec, phi_new: np.ndarray, sim_ids: list[str], item_id: str | None) -> None:
-    from dvbpr.embedmap import load_map, place
+    from dvbpr.embedmap import place
 
     run, _, _ = loaders.recommender_key()
-    coords = load_map(run)
+    coords, map_key = loaders.embedding_map(run)
     if coords is None or len(coords) != rec.dataset.n_items:
         st.info("The embedding map of this model is not computed yet. Open the Embeddings page to "
                 "compute it (in the background, about a minute).", icon=":material/scatter_plot:")
@@ -139,7 +139,9 @@ def _map(rec, phi_new: np.ndarray, sim_ids: list[str], item_id: str | None) -> N
                "size": 8},
               {"xy": [[x, y]], "name": "this image" if item_id is None else item_id, "color": "#e8590c",
                "size": 18, "symbol": "star"}]
-    maps.show(maps.highlight_figure(coords, loaders.item_hover(), layers, height=420), key="up_map")
+    picture = maps.cached_catalogue_picture(map_key, coords)
+    maps.show(maps.highlight_figure(coords, loaders.item_hover(), layers, height=420, picture=picture),
+              key="up_map")
 
 
 errors.run_page(main)

@@ -9,9 +9,12 @@ exception reached the screen.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import io
+import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -90,6 +93,13 @@ def png_bytes(colour=(200, 30, 60), size=(90, 120)) -> bytes:
     return buffer.getvalue()
 
 
+def _points(values) -> int:
+    """Length of a Plotly spec array (a list, or a typed array {"dtype", "bdata"})."""
+    if isinstance(values, dict):
+        return len(base64.b64decode(values["bdata"])) // np.dtype(values["dtype"]).itemsize
+    return len(values)
+
+
 # ----------------------------------------------------------------------------- pages
 def test_recommendations_user_switch_changes_grids():
     at = ok(app())
@@ -109,8 +119,17 @@ def test_recommendations_user_switch_changes_grids():
     assert at.selectbox(key="rec_user").value == other
     assert html(at) != first_html
     assert at.session_state["user"] == other
-    # the embedding map (precomputed) is drawn with the user's items highlighted
-    assert at.get("plotly_chart")
+    # the embedding map (precomputed) is drawn with the user's items highlighted: the catalogue
+    # is the plot's background picture, only the highlighted items are points (SVG, not WebGL)
+    charts = at.get("plotly_chart")
+    assert charts
+    spec = json.loads(charts[0].proto.spec)
+    assert spec["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
+    traces = {t["name"]: t for t in spec["data"]}
+    assert {"catalogue", "history", "top 20"} <= set(traces)
+    assert {t["type"] for t in spec["data"]} == {"scatter"}
+    assert _points(traces["top 20"]["x"]) == 20
+    assert sum(_points(t["x"]) for t in spec["data"]) < 100  # not the 240 catalogue items
 
 
 def test_recommendations_random_user_and_hit_filter():

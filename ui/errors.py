@@ -80,11 +80,20 @@ def guard() -> Iterator[None]:
         show_exception(exc)
 
 
-def run_page(main: Callable[[], None]) -> None:
+def run_page(main: Callable[[], None], fragment: bool = False) -> None:
     """Run a page's main function under `guard` (after the shared shell, if app.py did not run
-    it in this script run)."""
+    it in this script run). With `fragment`, the page body is an st.fragment: its own widgets
+    rerun only it, not the shell (the sidebar) around it."""
     from . import shell
 
     shell.ensure()
-    with guard():
-        main()
+    if fragment:
+        @st.fragment
+        def page_body() -> None:
+            with guard():  # a fragment rerun calls this function alone: guard it here
+                main()
+
+        page_body()
+    else:
+        with guard():
+            main()

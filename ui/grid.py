@@ -107,7 +107,8 @@ def render(cards: Sequence[Card], min_px: int = 128) -> str:
         bar = _breakdown_html(card.parts) if card.parts else ""
         tip = html.escape(card.tooltip or card.title, quote=True)
         tiles.append(
-            f'<div class="{cls}" title="{tip}"><div class="dv-img">{badge}<img src="{src}" alt="{tip}"/></div>'
+            f'<div class="{cls}" title="{tip}"><div class="dv-img">{badge}'
+            f'<img src="{src}" alt="{tip}" decoding="async"/></div>'
             f'<div class="dv-title">{html.escape(card.title)}</div>{lines}{bar}</div>')
     return (f'<div class="dv-grid" style="grid-template-columns:repeat(auto-fill,minmax({min_px}px,1fr))">'
             + "".join(tiles) + "</div>")

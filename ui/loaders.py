@@ -193,3 +193,28 @@ def _item_hover(run: str, ckpt_mtime: int, data: str) -> list[str]:
 def item_hover() -> list[str]:
     """Hover text (title, id, category) of every item of the active model's dataset."""
     return _item_hover(*_key())
+
+
+# ------------------------------------------------------------------------ embedding map
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _map_coords(path: str, mtime: int, run: str) -> np.ndarray | None:
+    from dvbpr.embedmap import load_map
+
+    coords = load_map(run)
+    if coords is not None:
+        coords.setflags(write=False)  # shared by every session
+    return coords
+
+
+def embedding_map(run: str | Path) -> tuple[np.ndarray | None, tuple]:
+    """(coords, key) of the run's embedding map: coords (n_items, 2), read once per map file
+    (None while it is not computed), and a key naming that file and its mtime (for caches)."""
+    from dvbpr.embedmap import map_path
+
+    try:
+        path = map_path(run)
+        mtime = path.stat().st_mtime_ns
+    except (DVBPRError, OSError):
+        return None, ()
+    coords = _map_coords(str(path), mtime, str(run))
+    return coords, ((str(path), mtime) if coords is not None else ())
