@@ -16,9 +16,29 @@ CHART_METRICS = ["auc", "rr", "recall@20", "ndcg@20", "recall@100", "ndcg@100"]
 MODEL_COLOURS = {"dvbpr": "#5b4bdb", "popularity": "#b0adc4", "bpr-mf": "#18a38a"}
 
 
+NA = "n/a"
+
+
 def _table(results: dict[str, dict[str, float]]) -> pd.DataFrame:
     rows = {name: {label: m.get(key, np.nan) for key, label in COLUMNS.items()} for name, m in results.items()}
-    return pd.DataFrame.from_dict(rows, orient="index")
+    return pd.DataFrame.from_dict(rows, orient="index").astype(float)
+
+
+def _styled(frame: pd.DataFrame, digits: int = 5, highlight: bool = True):
+    """The table as st.dataframe shows it: values as text with `digits` decimals and "n/a" for a
+    missing one (st.dataframe shows any missing number as "None", whatever the format), the best
+    value of each column shaded."""
+    text = frame.apply(lambda col: col.map(lambda v: NA if not np.isfinite(v) else f"{v:.{digits}f}"))
+    best = frame.eq(frame.max(axis=0)) if highlight else pd.DataFrame(False, frame.index, frame.columns)
+    css = np.where(best, "background-color: #e5e1ff", np.where(frame.isna(), "color: #8a87a3", ""))
+    return text.style.apply(lambda _: pd.DataFrame(css, index=frame.index, columns=frame.columns), axis=None)
+
+
+def _show_table(frame: pd.DataFrame, index_label: str, digits: int = 5, highlight: bool = True) -> None:
+    config = {column: st.column_config.TextColumn(alignment="right") for column in frame.columns}
+    config["_index"] = st.column_config.TextColumn(index_label, width=max(
+        90, 8 * max([len(str(i)) for i in frame.index] + [len(index_label)]) + 24))
+    st.dataframe(_styled(frame, digits, highlight), width="stretch", column_config=config)
 
 
 def main() -> None:
@@ -36,10 +56,14 @@ def main() -> None:
                 help="Users whose test item has no training interaction")
     c[4].metric("Users evaluated", f"{int(m['users']):,}", help=f"{int(m['cold_users']):,} with a cold test item")
 
+    run, _, data = key = loaders.recommender_key()
+    key += (loaders.dataset_stamp(data),)  # what the numbers below are computed from
     st.subheader("Model and baselines", anchor=False)
+    ready = loaders.baselines_ready("test")
     slot = st.empty()  # the model alone first; with the baselines once they are computed (below)
-    with slot.container():
-        _comparison({"dvbpr": m})
+    if not ready:
+        with slot.container():
+            _comparison({"dvbpr": m}, key)
     note = st.empty()
 
     if reference.applies(ds.name):
@@ -48,37 +72,20 @@ def main() -> None:
             {name: {COLUMNS[k]: v for k, v in row.items()} for name, row in reference.TUTORIAL.items()},
             orient="index")
         ref.loc["this model (dvbpr)"] = [m.get(k, np.nan) for k in reference.METRICS]
-        st.dataframe(ref.style.format("{:.5f}"), width="stretch")
+        _show_table(ref.astype(float), "model", highlight=False)
 
     left, right = st.columns(2, gap="large")
     with left:
         st.subheader("Per-user AUC", anchor=False)
-        auc = result.per_user["auc"]
-        auc = auc[np.isfinite(auc)]
-        hist = go.Figure(go.Histogram(x=auc, nbinsx=40, marker_color="#5b4bdb",
-                                      hovertemplate="AUC %{x}<br>%{y} users<extra></extra>"))
-        hist.add_vline(x=float(np.mean(auc)) if len(auc) else 0.5, line_dash="dot", line_color="#e8590c",
-                       annotation_text=f"mean {np.mean(auc):.3f}" if len(auc) else "")
-        hist.update_layout(height=320, margin=dict(l=4, r=4, t=24, b=4), xaxis_title="AUC of the user's "
-                           "test item", yaxis_title="users", plot_bgcolor="#fbfbfe", bargap=0.04)
+        hist = maps.cached_figure("ev_hist", key, lambda: _auc_histogram(result.per_user["auc"]))
         st.plotly_chart(hist, config={"displaylogo": False}, key="ev_hist")
     with right:
         st.subheader("Validation metrics over epochs", anchor=False)
-        run, _, _ = loaders.recommender_key()
-        epochs = [r for r in loaders.metrics(run) if r.get("type") == "epoch"]
-        keys = [k for k in ("val_auc", "val_recall@20", "val_ndcg@20", "val_rr")
-                if any(isinstance(r.get(k), (int, float)) for r in epochs)]
-        if not keys:
+        curves = maps.cached_figure("ev_curves", (run, loaders.metrics_stamp(run)),
+                                    lambda: _curves(loaders.metrics(run)))
+        if curves is None:
             st.caption("This run has no per-epoch validation records.")
         else:
-            curves = go.Figure()
-            for n, k in enumerate(keys):
-                pts = [(r["epoch"], r[k]) for r in epochs if isinstance(r.get(k), (int, float))]
-                curves.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                            name=k.removeprefix("val_"), line=dict(color=maps.PALETTE[n])))
-            curves.update_xaxes(dtick=1)
-            curves.update_layout(height=320, margin=dict(l=4, r=4, t=24, b=4), xaxis_title="epoch",
-                                 plot_bgcolor="#fbfbfe", legend=dict(orientation="h", y=1.12, x=0))
             st.plotly_chart(curves, config={"displaylogo": False}, key="ev_curves")
 
     try:
@@ -91,13 +98,46 @@ def main() -> None:
         return
     note.empty()
     with slot.container():
-        _comparison({"dvbpr": m, **{name: r.metrics for name, r in baselines.items()}})
+        _comparison({"dvbpr": m, **{name: r.metrics for name, r in baselines.items()}}, key)
 
 
-def _comparison(table: dict[str, dict[str, float]]) -> None:
-    frame = _table(table)
-    st.dataframe(frame.style.format("{:.5f}", na_rep="-").highlight_max(axis=0, color="#e5e1ff"),
-                 width="stretch")
+def _auc_histogram(auc: np.ndarray) -> go.Figure:
+    auc = auc[np.isfinite(auc)]
+    hist = go.Figure(go.Histogram(x=auc, nbinsx=40, marker_color="#5b4bdb",
+                                  hovertemplate="AUC %{x}<br>%{y} users<extra></extra>"))
+    hist.add_vline(x=float(np.mean(auc)) if len(auc) else 0.5, line_dash="dot", line_color="#e8590c",
+                   annotation_text=f"mean {np.mean(auc):.3f}" if len(auc) else "")
+    hist.update_layout(height=320, margin=dict(l=4, r=4, t=24, b=4), xaxis_title="AUC of the user's "
+                       "test item", yaxis_title="users", plot_bgcolor="#fbfbfe", bargap=0.04)
+    return hist
+
+
+def _curves(records: list[dict]) -> go.Figure | None:
+    """The validation metrics per epoch (None when the run recorded none)."""
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    keys = [k for k in ("val_auc", "val_recall@20", "val_ndcg@20", "val_rr")
+            if any(isinstance(r.get(k), (int, float)) for r in epochs)]
+    if not keys:
+        return None
+    curves = go.Figure()
+    for n, k in enumerate(keys):
+        pts = [(r["epoch"], r[k]) for r in epochs if isinstance(r.get(k), (int, float))]
+        curves.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                    name=k.removeprefix("val_"), line=dict(color=maps.PALETTE[n])))
+    curves.update_xaxes(dtick=1)
+    curves.update_layout(height=320, margin=dict(l=4, r=4, t=24, b=4), xaxis_title="epoch",
+                         plot_bgcolor="#fbfbfe", legend=dict(orientation="h", y=1.12, x=0))
+    return curves
+
+
+def _comparison(table: dict[str, dict[str, float]], key: tuple) -> None:
+    """The metrics table and bar chart of `table`; `key` names what it was computed from."""
+    _show_table(_table(table), "model")
+    fig = maps.cached_figure("ev_bars", key + tuple(table), lambda: _bars(table))
+    st.plotly_chart(fig, config={"displaylogo": False}, key=f"ev_bars_{len(table)}")
+
+
+def _bars(table: dict[str, dict[str, float]]) -> go.Figure:
     fig = go.Figure()
     for name in table:
         fig.add_trace(go.Bar(name=name, x=[COLUMNS[k] for k in CHART_METRICS],
@@ -105,7 +145,7 @@ def _comparison(table: dict[str, dict[str, float]]) -> None:
                              marker_color=MODEL_COLOURS.get(name, "#888")))
     fig.update_layout(barmode="group", height=340, margin=dict(l=4, r=4, t=10, b=4), plot_bgcolor="#fbfbfe",
                       legend=dict(orientation="h", y=1.08, x=0), yaxis_title="value")
-    st.plotly_chart(fig, config={"displaylogo": False}, key=f"ev_bars_{len(table)}")
+    return fig
 
 
 errors.run_page(main)

@@ -281,8 +281,30 @@ def test_evaluate_shows_model_and_baselines():
     table = at.dataframe[0].value
     assert list(table.index) == ["dvbpr", "popularity", "bpr-mf"]
     assert {"AUC", "R@20", "nDCG@20"} <= set(table.columns)
-    assert np.all((table["AUC"] >= 0) & (table["AUC"] <= 1))
+    # shown as text (5 decimals), a missing value as "n/a": st.dataframe would show "None" for NaN
+    cells = table.to_numpy().ravel().tolist()
+    assert all(c == "n/a" or re.fullmatch(r"-?\d+\.\d{5}", c) for c in cells), cells
+    auc = table["AUC"].astype(float)
+    assert np.all((auc >= 0) & (auc <= 1))
     assert len(at.get("plotly_chart")) >= 2
+
+
+def test_evaluate_shows_missing_values_as_na(monkeypatch):
+    """A metric a model lacks (or a NaN, as the cold AUC without cold users) reads "n/a", never
+    "None" (what st.dataframe shows for any missing number)."""
+    from types import SimpleNamespace
+
+    from ui import loaders
+
+    monkeypatch.setattr(loaders, "baselines_ready", lambda split="test": True)
+    monkeypatch.setattr(loaders, "baselines", lambda split="test": {
+        "popularity": SimpleNamespace(metrics={"auc": 0.5, "auc_cold": float("nan"), "rr": 0.01})})
+    at = ok(app("pages/evaluate.py"))
+    table = at.dataframe[0].value
+    assert list(table.index) == ["dvbpr", "popularity"]
+    row = table.loc["popularity"]
+    assert row["AUC"] == "0.50000" and row["AUC (cold)"] == "n/a" and row["R@20"] == "n/a"
+    assert "n/a" not in set(table.loc["dvbpr"])
 
 
 def test_data_page_stats_and_import(roots, tmp_path):

@@ -144,12 +144,24 @@ def ranking(split: str = "test"):
 def _baselines(data: str, stamp: tuple, split: str):
     from dvbpr.evaluate import evaluate_baselines
 
-    return evaluate_baselines(_dataset(data, stamp), split=split, ks=(20, 100))
+    result = evaluate_baselines(_dataset(data, stamp), split=split, ks=(20, 100))
+    _baselines_done.add((data, stamp, split))
+    return result
+
+
+_baselines_done: set[tuple] = set()  # keys _baselines has computed (its cache may have dropped some)
 
 
 def baselines(split: str = "test"):
     data = require_dataset()
     return _baselines(str(data), dataset_stamp(data), split)
+
+
+def baselines_ready(split: str = "test") -> bool:
+    """Whether baselines(split) of the active dataset was computed already (then it returns at
+    once, unless its cache dropped it since)."""
+    data = require_dataset()
+    return (str(data), dataset_stamp(data), split) in _baselines_done
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -159,14 +171,19 @@ def _metrics(run: str, stamp: tuple) -> list[dict]:
     return read_metrics(run)
 
 
-def metrics(run: str | Path) -> list[dict]:
-    """metrics.jsonl of a run (re-read when the file grows)."""
+def metrics_stamp(run: str | Path) -> tuple:
+    """Changes whenever the run's metrics.jsonl changes (cache key); () when there is none."""
     try:
         st_ = os.stat(Path(run) / "metrics.jsonl")
-        stamp = (st_.st_size, st_.st_mtime_ns)
     except OSError:
-        return []
-    return _metrics(str(run), stamp)
+        return ()
+    return (st_.st_size, st_.st_mtime_ns)
+
+
+def metrics(run: str | Path) -> list[dict]:
+    """metrics.jsonl of a run (re-read when the file grows)."""
+    stamp = metrics_stamp(run)
+    return _metrics(str(run), stamp) if stamp else []
 
 
 # ---------------------------------------------------------------------------- conveniences
