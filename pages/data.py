@@ -14,7 +14,7 @@ import streamlit as st
 
 from dvbpr.errors import DVBPRError
 from dvbpr.fsutil import safe_name
-from ui import errors, grid, loaders, paths, state, style
+from ui import errors, grid, loaders, maps, paths, state, style
 
 SAMPLE = 24
 
@@ -45,6 +45,15 @@ def _histogram(values: np.ndarray, title: str, xlabel: str, log_y: bool = False)
     return fig
 
 
+def _categories(counts: dict[str, int]) -> go.Figure:
+    cats = sorted(counts, key=counts.get, reverse=True)
+    fig = go.Figure(go.Bar(x=[counts[k] for k in cats], y=cats, orientation="h", marker_color="#18a38a"))
+    fig.update_layout(title=dict(text="Items per category", font=dict(size=14)), height=280,
+                      margin=dict(l=4, r=4, t=36, b=4), plot_bgcolor="#fbfbfe",
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
 def _inspect(name: str) -> None:
     path = paths.data_root() / name
     tables = loaders.dataset_tables(path)
@@ -62,21 +71,20 @@ def _inspect(name: str) -> None:
     for warning in tables["warnings"]:
         st.warning(warning, icon=":material/warning:")
 
+    key = (str(path), loaders.dataset_stamp(path))  # the charts are drawn once per dataset version
     a, b, cc = st.columns(3)
     with a:
-        st.plotly_chart(_histogram(tables["per_user"], "Interactions per user", "interactions"),
-                        config={"displaylogo": False}, key="dt_users")
+        fig = maps.cached_figure("dt_users", key, lambda: _histogram(
+            tables["per_user"], "Interactions per user", "interactions"))
+        st.plotly_chart(fig, config={"displaylogo": False}, key="dt_users")
     with b:
-        st.plotly_chart(_histogram(tables["popularity"], "Item popularity (training)", "interactions",
-                                   log_y=True), config={"displaylogo": False}, key="dt_pop")
+        fig = maps.cached_figure("dt_pop", key, lambda: _histogram(
+            tables["popularity"], "Item popularity (training)", "interactions", log_y=True))
+        st.plotly_chart(fig, config={"displaylogo": False}, key="dt_pop")
     with cc:
         counts = info["category_counts"]
         if counts:
-            cats = sorted(counts, key=counts.get, reverse=True)
-            fig = go.Figure(go.Bar(x=[counts[k] for k in cats], y=cats, orientation="h", marker_color="#18a38a"))
-            fig.update_layout(title=dict(text="Items per category", font=dict(size=14)), height=280,
-                              margin=dict(l=4, r=4, t=36, b=4), plot_bgcolor="#fbfbfe",
-                              yaxis=dict(autorange="reversed"))
+            fig = maps.cached_figure("dt_cats", key, lambda: _categories(counts))
             st.plotly_chart(fig, config={"displaylogo": False}, key="dt_cats")
         else:
             st.caption("No categories in items.csv.")

@@ -14,7 +14,7 @@ from dvbpr.errors import DVBPRError, TrainingError
 from dvbpr.fsutil import safe_name
 from dvbpr.model import ARCHS, TERMS
 from dvbpr.train import TrainConfig, read_status, resolve_device, resume_config
-from ui import errors, loaders, paths, state, style
+from ui import errors, loaders, maps, paths, state, style
 
 STATE_BADGES = {"running": "green", "starting": "blue", "finished": "violet", "stopped": "orange",
                 "failed": "red", "interrupted": "orange", "new": "gray"}
@@ -97,7 +97,7 @@ def _new_run_form(datasets: list[str]) -> None:
         c1, c2, c3 = st.columns(3)
         epochs = c1.number_input("Epochs", 1, 1000, 10, key="tr_epochs")
         batch = c2.number_input("Batch size", 2, 8192, 128, step=32, key="tr_batch")
-        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.5f", key="tr_lr")
+        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%g", key="tr_lr")
         c1, c2, c3 = st.columns(3)
         dim = c1.number_input("Visual dimension K", 1, 1024, 100, key="tr_dim")
         cf_dim = c2.number_input("CF dimension", 1, 1024, 100, key="tr_cfdim")
@@ -130,7 +130,7 @@ def _finetune_form(datasets: list[str], models: list[str]) -> None:
         st.session_state.setdefault("ft_name", time.strftime("finetune-%Y%m%d-%H%M"))
         name = c1.text_input("Run name", key="ft_name")
         epochs = c2.number_input("Epochs", 1, 1000, 3, key="ft_epochs")
-        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-4, step=1e-5, format="%.5f", key="ft_lr")
+        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-4, step=1e-5, format="%g", key="ft_lr")
         c1, c2 = st.columns(2)
         batch = c1.number_input("Batch size", 2, 8192, 128, step=32, key="ft_batch")
         with c2:
@@ -167,15 +167,15 @@ def _live_body(run_name: str) -> None:
         st.progress(min(step / total, 1.0), text=f"step {step:,} of {total:,}")
     elif run_st in ("running", "starting"):
         st.progress(0.0, text=status.get("message") or "starting")
-    m = st.columns(5)
+    m = st.columns(3) + st.columns(3)  # two rows: five in one row are cut in a 1400 px window
     m[0].metric("Epoch", f"{status.get('epoch', 0)}/{status.get('epochs', '-')}")
     loss = status.get("loss")
     m[1].metric("Loss", f"{loss:.4f}" if isinstance(loss, (int, float)) else "-")
-    rate = status.get("triplets_per_s")
-    m[2].metric("Triplets/s", f"{rate:,.0f}" if isinstance(rate, (int, float)) else "-")
-    m[3].metric("ETA", _fmt_seconds(status.get("eta_s")) if run_st == "running" else "-")
     best = status.get("best_val_auc")
-    m[4].metric("Best val AUC", f"{best:.4f}" if isinstance(best, (int, float)) else "-")
+    m[2].metric("Best val AUC", f"{best:.4f}" if isinstance(best, (int, float)) else "-")
+    rate = status.get("triplets_per_s")
+    m[3].metric("Triplets/s", f"{rate:,.0f}" if isinstance(rate, (int, float)) else "-")
+    m[4].metric("ETA", _fmt_seconds(status.get("eta_s")) if run_st == "running" else "-")
 
     if run_st == "failed":
         errors.show_problem(f"The run failed: {status.get('message') or 'no message'}",
@@ -185,26 +185,18 @@ def _live_body(run_name: str) -> None:
         st.warning("The job's process is gone (killed or the machine restarted) while it was running: "
                    "resume it from its last checkpoint.", icon=":material/warning:")
 
-    records = loaders.metrics(str(run))
-    steps = [r for r in records if r.get("type") == "step" and "loss" in r]
-    epochs = [r for r in records if r.get("type") == "epoch"]
+    # the charts change only when metrics.jsonl does: drawn once per version of it
+    key = (str(run), loaders.metrics_stamp(run), int(status.get("epochs") or 1))
+    loss_fig, auc_fig = maps.cached_figure("tr_curves", key, lambda: _curves(run, key[2]))
     c1, c2 = st.columns(2)
     with c1:
-        if steps:
-            fig = go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps],
-                                       mode="lines+markers", line=dict(color="#5b4bdb"), name="loss"))
-            _chart(fig, "Training loss (BPR)", "step")
+        if loss_fig is not None:
+            st.plotly_chart(loss_fig, config={"displaylogo": False})
         else:
             st.caption("The loss curve appears after the first logged steps.")
     with c2:
-        aucs = [r for r in epochs if isinstance(r.get("val_auc"), (int, float))]
-        if aucs:
-            values = [r["val_auc"] for r in aucs]
-            fig = go.Figure(go.Scatter(x=[r["epoch"] for r in aucs], y=values,
-                                       mode="lines+markers", line=dict(color="#e8590c"), name="val AUC"))
-            fig.update_yaxes(range=[min(values + [0.5]) - 0.02, min(1.0, max(values) + 0.05)])
-            fig.update_xaxes(dtick=1, range=[0.5, max(int(status.get("epochs") or 1), len(values)) + 0.5])
-            _chart(fig, "Validation AUC", "epoch")
+        if auc_fig is not None:
+            st.plotly_chart(auc_fig, config={"displaylogo": False})
         else:
             st.caption("The validation AUC curve appears after the first epoch.")
 
@@ -239,11 +231,31 @@ def _live_body(run_name: str) -> None:
             st.rerun()
 
 
-def _chart(fig: go.Figure, title: str, xlabel: str) -> None:
+def _curves(run: Path, epochs_planned: int) -> tuple[go.Figure | None, go.Figure | None]:
+    """The training loss per logged step and the validation AUC per epoch (None: no points yet)."""
+    records = loaders.metrics(str(run))
+    steps = [r for r in records if r.get("type") == "step" and "loss" in r]
+    aucs = [r for r in records if r.get("type") == "epoch" and isinstance(r.get("val_auc"), (int, float))]
+    loss_fig = auc_fig = None
+    if steps:
+        loss_fig = _chart(go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps],
+                                               mode="lines+markers", line=dict(color="#5b4bdb"), name="loss")),
+                          "Training loss (BPR)", "step")
+    if aucs:
+        values = [r["val_auc"] for r in aucs]
+        auc_fig = go.Figure(go.Scatter(x=[r["epoch"] for r in aucs], y=values,
+                                       mode="lines+markers", line=dict(color="#e8590c"), name="val AUC"))
+        auc_fig.update_yaxes(range=[min(values + [0.5]) - 0.02, min(1.0, max(values) + 0.05)])
+        auc_fig.update_xaxes(dtick=1, range=[0.5, max(epochs_planned, len(values)) + 0.5])
+        auc_fig = _chart(auc_fig, "Validation AUC", "epoch")
+    return loss_fig, auc_fig
+
+
+def _chart(fig: go.Figure, title: str, xlabel: str) -> go.Figure:
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=260,
                       margin=dict(l=4, r=4, t=36, b=4), xaxis_title=xlabel, plot_bgcolor="#fbfbfe",
                       showlegend=False)
-    st.plotly_chart(fig, config={"displaylogo": False})
+    return fig
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -297,7 +309,8 @@ def main() -> None:
                 _finetune_form(datasets, sorted(models))
     with right:
         st.subheader("Live view", anchor=False)
-        runs = jobs.list_runs(paths.models_root())  # a run started just now is listed too
+        if "train_follow" in st.session_state:  # a run was started just now: list it too
+            runs = jobs.list_runs(paths.models_root())
         names = [r.name for r in runs]
         if not names:
             st.caption("Start a run to follow it here.")
@@ -313,7 +326,7 @@ def main() -> None:
             live = jobs.run_state(paths.models_root() / follow) in ("running", "starting")
             st.fragment(_live, run_every=2 if live else None)(follow)
     st.subheader("Runs", anchor=False)
-    _runs_table(jobs.list_runs(paths.models_root()))
+    _runs_table(runs)
 
 
 errors.run_page(main)
