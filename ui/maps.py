@@ -136,7 +136,7 @@ def highlight_figure(coords: np.ndarray, hover: Sequence[str], layers: list[dict
                      sizey=y1 - y0, sizing="stretch", layer="below")]))
 
 
-@st.cache_resource(show_spinner=False, max_entries=24)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def _cached_figure(kind: str, key: tuple, _build: Callable[[], Any]) -> Any:
     return _build()
 
