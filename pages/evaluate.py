@@ -14,9 +14,7 @@ COLUMNS = {"auc": "AUC", "auc_cold": "AUC (cold)", "rr": "RR", "recall@20": "R@2
            "precision@100": "P@100", "ndcg@100": "nDCG@100", "coverage@20": "Coverage@20"}
 CHART_METRICS = ["auc", "rr", "recall@20", "ndcg@20", "recall@100", "ndcg@100"]
 MODEL_COLOURS = {"dvbpr": "#5b4bdb", "popularity": "#b0adc4", "bpr-mf": "#18a38a"}
-
-
-NA = "n/a"
+NA = "n/a"  # a missing metric in the tables
 
 
 def _table(results: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -60,7 +58,7 @@ def main() -> None:
     key += (loaders.dataset_stamp(data),)  # what the numbers below are computed from
     st.subheader("Model and baselines", anchor=False)
     ready = loaders.baselines_ready("test")
-    slot = st.empty()  # the model alone first; with the baselines once they are computed (below)
+    slot = st.empty()  # the model alone first (unless the baselines are cached), then with them
     if not ready:
         with slot.container():
             _comparison({"dvbpr": m}, key)
