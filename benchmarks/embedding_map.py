@@ -42,7 +42,7 @@ def make_run(run_dir: Path, phi: np.ndarray) -> Path:
                     dataset_signature="-", epoch=0, step=0, metrics={})
     key = embedmap.checkpoint_key(run_dir)
     (run_dir / "cache").mkdir(parents=True, exist_ok=True)
-    np.save(run_dir / "cache" / f"phi_best_{key}.npy", phi.astype(np.float32))
+    np.save(run_dir / "cache" / f"phi_best_{key}_synthetic.npy", phi.astype(np.float32))
     return run_dir
 
 

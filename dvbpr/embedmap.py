@@ -157,7 +157,20 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 
 # ------------------------------------------------------------------------------ computing
 def _item_features(run_dir: Path, data: str | Path | None) -> np.ndarray:
-    """phi of every item, through the Recommender (its on-disk cache when present)."""
+    """phi of every item: the Recommender's cache of this checkpoint when there is one (named
+    phi_<stem>_<checkpoint hash>_<images hash>.npy; the app loads the Recommender, and so
+    refreshes it, before it starts a map), else computed through the Recommender."""
+    from .checkpoint import find_checkpoint
+
+    stem = find_checkpoint(run_dir).stem
+    cached = sorted((run_dir / CACHE_DIR).glob(f"phi_{stem}_{checkpoint_key(run_dir)}_*.npy"))
+    if len(cached) == 1:
+        try:
+            phi = np.load(cached[0], allow_pickle=False)
+            if phi.ndim == 2 and len(phi):
+                return phi.astype(np.float32, copy=False)
+        except (OSError, ValueError):
+            pass
     from .recommender import Recommender
 
     rec = Recommender.from_run(run_dir, data=data, device="cpu", top_lists=False)

@@ -323,7 +323,8 @@ class _RunCache:
     def __init__(self, ckpt_path: Path, images_fingerprint: str):
         self.folder = ckpt_path.parent / "cache"
         self.stem = ckpt_path.stem
-        self.tag = hashlib.sha256(f"{file_hash(ckpt_path)}\n{images_fingerprint}".encode()).hexdigest()[:16]
+        # checkpoint first: the map job (embedmap) finds phi by the checkpoint's part alone
+        self.tag = f"{file_hash(ckpt_path)[:16]}_{hashlib.sha256(images_fingerprint.encode()).hexdigest()[:8]}"
 
     def _path(self, kind: str) -> Path:
         return self.folder / f"{kind}_{self.stem}_{self.tag}.npy"
