@@ -1,8 +1,9 @@
 """The recommender API in id space; the app and the CLI both sit on it.
 
 `Recommender.from_run(run_dir)` loads a checkpoint and its dataset, computes phi(X_i) for every
-item once (cached on disk, keyed by the checkpoint's bytes and the images) and folds the model into two factor
-matrices, so a user's scores over the whole catalogue are one matrix-vector product:
+item once (cached on disk, keyed by the checkpoint's bytes and the images) and folds the model
+into two factor matrices, so a user's scores over the whole catalogue are one matrix-vector
+product:
 
     score(u, i) = [theta_u, gamma_u] . [phi_i, gamma_i] + beta_i
 
@@ -20,6 +21,7 @@ scan exactly.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
@@ -340,8 +342,6 @@ class _RunCache:
         return array if array.shape == shape else None
 
     def _save(self, kind: str, array: np.ndarray) -> None:
-        import io
-
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
         for old in self.folder.glob(f"{kind}_{self.stem}_*.npy"):
