@@ -207,10 +207,8 @@ class AnonPeak:
 def run_step(module: str, args: list[str], log: Callable[[str], None], timeout: float | None = None) -> dict:
     """Run `python -m benchmarks.<module> ARGS` in a fresh process (so its peak memory is its
     own) and return the JSON object it prints on its last stdout line."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", f"benchmarks.{module}", *args]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -48,10 +48,9 @@ def make_run(run_dir: Path, phi: np.ndarray) -> Path:
 
 def time_map_job(run_dir: Path, sample: int | None = None) -> float:
     """Wall seconds of `python -m dvbpr.embedmap RUN_DIR` (what the app runs in the background)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p))
     cmd = [sys.executable, "-m", "dvbpr.embedmap", str(run_dir)] + (["--sample", str(sample)] if sample else [])
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")

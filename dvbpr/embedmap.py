@@ -44,7 +44,6 @@ DEFAULT_SAMPLE = 20000
 SEED = 42
 N_NEIGHBORS = 15
 MIN_DIST = 0.1
-_REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -314,10 +313,9 @@ def start_map_job(run_dir: str | Path, data: str | Path | None = None) -> None:
     if data is not None:
         cmd += ["--data", str(Path(data).resolve())]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     with open(paths["log"], "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(_REPO_ROOT), env=env)
+                                start_new_session=True, env=env)
     atomic_write_json(paths["progress"], {"state": "running", "fraction": 0.0, "message": "starting",
                                           "pid": proc.pid, "started_at": time.time(),
                                           "updated_at": time.time()})

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from .errors import JobError
 from .fsutil import safe_name
-from .train import STATUS, TrainConfig, is_locked, read_metrics, read_status
+from .rundir import STATUS
+from .train import TrainConfig, is_locked, read_metrics, read_status
 
 LOG = "train.log"
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds dvbpr/
 
 
 def _cli_args(cfg: TrainConfig) -> list[str]:
@@ -33,7 +33,7 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):
-            args += [flag] if value else []
+            args += [flag if value else "--no-" + flag[2:]]
         else:
             args += [flag, str(value)]
     return ["--data", cfg.data, "--out", cfg.out, *args]
@@ -50,10 +50,9 @@ def start_training(cfg: TrainConfig, resume: bool = False) -> int:
         raise JobError(f"{run_dir} already holds a run: resume it or pick another run name")
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "dvbpr", "train", *_cli_args(cfg)] + (["--resume"] if resume else [])
-    # cwd stays the caller's (relative --data/--out mean what they meant here); PYTHONPATH lets
-    # the job import this package from any folder, installed or not.
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
+    # cwd stays the caller's (relative --data/--out mean what they meant here); the package is
+    # installed (scripts/setup.sh: `pip install -e .`), so the job imports it from any folder.
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(run_dir / LOG, "ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()

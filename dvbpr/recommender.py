@@ -34,6 +34,7 @@ from .errors import CheckpointError, DVBPRError
 from .fsutil import atomic_write_bytes
 from .images import ImageStore, load_image, to_model_input
 from .model import DVBPR
+from .rundir import find_run_data, recorded_data
 from .train import ImageBatches, embed_items, resolve_device
 
 ImageInput = str | Path | bytes | BinaryIO
@@ -72,18 +73,15 @@ class Recommender:
     @classmethod
     def from_run(cls, run_dir: str | Path, data: str | Path | None = None, device: str = "auto",
                  progress: bool = False, top_lists: bool | None = None) -> "Recommender":
-        """Load a run folder (best.pt, else last.pt) with its dataset (or `data`).
+        """Load a run folder (best.pt, else last.pt) with its dataset: `data` when given, else
+        the one the run records, found as `dvbpr.rundir` describes.
 
         `top_lists`: None loads the cached top lists, or computes and caches them when the
         catalogue is small (users x items <= AUTO_TOP_LIST_SCORES); True always has them (computed
         and cached if missing); False does without (every `recommend` scans)."""
-        from .synth import DEFAULT_DATA_DIR, ensure_default_dataset
-
         path = find_checkpoint(run_dir)
         ckpt = load_checkpoint(path)
-        data_path = Path(data) if data is not None else resolve_data_path(ckpt["train_config"]["data"])
-        if data is None and data_path == DEFAULT_DATA_DIR:
-            ensure_default_dataset(progress=progress)
+        data_path = find_run_data(path.parent, recorded_data(ckpt["train_config"]), data, progress=progress)
         dataset = load_dataset(data_path)
         check_compatible(ckpt, dataset, path)
         dev = resolve_device(device)
@@ -287,18 +285,6 @@ class Recommender:
 def _check_k(k: int) -> None:
     if k < 1:
         raise DVBPRError(f"k must be at least 1, got {k}")
-
-
-def resolve_data_path(recorded: str) -> Path:
-    """A run records its dataset path as given; relative paths are tried against the current
-    folder, then against the repository root (so the shipped default model works anywhere)."""
-    path = Path(recorded)
-    if path.is_absolute() or path.exists():
-        return path.resolve() if path.exists() else path
-    from .synth import DEFAULT_DATA_DIR
-
-    repo_root = DEFAULT_DATA_DIR.parent.parent
-    return (repo_root / path).resolve()
 
 
 def check_compatible(ckpt: dict, dataset: Dataset, path: Path) -> None:

@@ -15,22 +15,14 @@ from pathlib import Path
 
 from dvbpr.errors import DVBPRError
 from dvbpr.fsutil import read_json, safe_name
+from dvbpr.rundir import CONFIG, REPO_ROOT, STATUS, data_root, locate_run_data, recorded_data
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = "default"
 
 
-def _root(var: str, default: str) -> Path:
-    path = Path(os.environ.get(var) or default).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
-def data_root() -> Path:
-    return _root("DVBPR_DATA_ROOT", "data")
-
-
 def models_root() -> Path:
-    return _root("DVBPR_MODELS_ROOT", "models")
+    path = Path(os.environ.get("DVBPR_MODELS_ROOT") or "models").expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def default_model() -> str:
@@ -38,11 +30,12 @@ def default_model() -> str:
 
 
 def display(path: Path) -> str:
-    """A path as a person reads it: relative to the repository when inside it."""
+    """A path as a person reads it, never an absolute path of this machine: relative to the
+    repository when inside it, else its last component after an ellipsis."""
     try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
     except ValueError:
-        return str(path)
+        return f"…/{Path(path).name}"
 
 
 def valid_name(name: object) -> str | None:
@@ -91,15 +84,11 @@ def list_models() -> list[str]:
 
 
 def run_data_path(run: Path) -> Path | None:
-    """The dataset folder a run was trained on (config.json, else status.json), resolved."""
-    from dvbpr.recommender import resolve_data_path
-
-    recorded = (read_json(run / "config.json", None) or {}).get("data") \
-        or (read_json(run / "status.json", None) or {}).get("data")
-    if not recorded:
-        return None
+    """The dataset folder a run was trained on (config.json, else status.json), found as
+    `dvbpr.rundir` describes; None when it is nowhere to be found."""
+    recorded = recorded_data(read_json(run / CONFIG, None) or {}) or recorded_data(read_json(run / STATUS, None) or {})
     try:
-        return resolve_data_path(str(recorded))
+        return locate_run_data(run, recorded)
     except OSError:
         return None
 
