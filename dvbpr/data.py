@@ -222,6 +222,24 @@ class Dataset:
             h.update(f"\n{relative}\t{stamp}".encode())
         return h.hexdigest()
 
+    def item_table(self) -> dict[str, list[str]]:
+        """Every column of items.csv (headers lower-cased, cells stripped), one value per item in
+        index order; "" for an item items.csv does not list. `load_dataset` keeps only category,
+        title and image: this is the one place that reads the others (e.g. colour, pattern),
+        re-reading the file on each call."""
+        path = self.root / ITEMS_FILE
+        df = _read_csv(path) if path.is_file() else None
+        if df is None or "item_id" not in df.columns:
+            return {"item_id": list(self.items.ids)}
+        rows = pd.Index([str(i).strip() for i in df["item_id"]], dtype=object).get_indexer(
+            pd.Index(self.items.ids, dtype=object))
+        table = {}
+        for name in df.columns:
+            cells = [str(c).strip() for c in df[name].to_numpy(dtype=object)]
+            table[name] = [cells[r] if r >= 0 else "" for r in rows]
+        table["item_id"] = list(self.items.ids)
+        return table
+
     def info(self) -> dict:
         """Summary counts, JSON-serialisable (plain ints and strings)."""
         categories = pd.Series(self.item_categories, dtype=object)

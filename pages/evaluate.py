@@ -86,6 +86,8 @@ def main() -> None:
         else:
             st.plotly_chart(curves, config={"displaylogo": False}, key="ev_curves")
 
+    _embedding_health()
+
     try:
         with note, st.spinner("Training BPR-MF and evaluating the baselines (once per dataset; on a "
                               "busy CPU this can take a few minutes)…", show_time=True):
@@ -97,6 +99,64 @@ def main() -> None:
     note.empty()
     with slot.container():
         _comparison({"dvbpr": m, **{name: r.metrics for name, r in baselines.items()}}, key)
+
+
+def _embedding_health() -> None:
+    """Whether phi (the CNN's item embedding) is collapsed, and what its neighbourhoods encode
+    (dvbpr.diagnostics.embedding_report)."""
+    st.subheader("Embedding health", anchor=False)
+    try:
+        r = loaders.embedding_report()
+    except Exception as exc:  # noqa: BLE001 - the metrics above stay on screen
+        errors.show_exception(exc)
+        return
+    pr, K, dup = r["participation_ratio"], r["K"], r["near_duplicate_share"]
+    shares = r["variance_share"]
+    c = st.columns(2 + len(shares))
+    c[0].metric("Participation ratio", f"{pr:.1f} of {K}",
+                help="Effective number of dimensions of the visual embedding phi: (sum s²)² / sum s⁴ of its "
+                "singular values; 1 for a line, K when every dimension is used equally")
+    c[1].metric("Near-duplicate pairs", f"{dup:.2%}",
+                help=f"Share of item pairs whose embeddings have cosine > {r['near_duplicate_threshold']:g}")
+    for col, (k, share) in zip(c[2:], shares.items()):
+        col.metric(f"Variance in top {k}", f"{share:.1%}", help=f"Share of phi's variance in its top {k} "
+                   "principal component" + ("s" if k != "1" else ""))
+    if r["collapsed"]:  # participation ratio under 10 or over 1% near duplicates
+        st.warning(f"The visual embedding looks collapsed: it uses about {pr:.1f} of its {K} dimensions and "
+                   f"{dup:.1%} of item pairs are near duplicates. Similar items, the embedding map and "
+                   "cold-start rankings can only tell items apart along those few directions.")
+    left, right = st.columns(2, gap="large")
+    agreement = r.get("neighbour_agreement") or {}
+    with left:
+        st.markdown("**What an item's nearest neighbour shares**")
+        if agreement:
+            rows = {name: {"neighbour": f"{a['agreement']:.1%}", "chance": f"{a['chance']:.1%}",
+                           "ratio": f"{a['agreement'] / a['chance']:.2f}" if a["chance"] else NA,
+                           "items": f"{a['items']:,}"} for name, a in agreement.items()}
+            _text_table(rows, "column")
+            st.caption("Share of items whose nearest item by cosine of phi has the same value, against two "
+                       "random items.")
+        else:
+            st.caption("items.csv has no column with a few repeated values to compare neighbours on.")
+    lifts = r.get("taste_lifts")
+    with right:
+        if lifts:
+            k = r.get("taste_k", 20)
+            st.markdown(f"**Hidden tastes in the top-{k} lists**")
+            rows = {name: {f"top-{k}": f"{t['top_share']:.1%}", "catalogue": f"{t['catalogue_share']:.1%}",
+                           "lift": f"{t['lift']:.2f}", "interactions": f"{t['interactions_share']:.1%}",
+                           "interactions' lift": f"{t['interactions_lift']:.2f}"} for name, t in lifts.items()}
+            _text_table(rows, "taste")
+            st.caption("Share of a user's recommendations in their hidden favourite values, against the "
+                       "catalogue's share (lift = ratio); the training interactions' own lift is what a model "
+                       "could learn.")
+
+
+def _text_table(rows: dict[str, dict[str, str]], index_label: str) -> None:
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    config = {column: st.column_config.TextColumn(alignment="right") for column in frame.columns}
+    config["_index"] = st.column_config.TextColumn(index_label)
+    st.dataframe(frame, width="stretch", column_config=config)
 
 
 def _auc_histogram(auc: np.ndarray) -> go.Figure:

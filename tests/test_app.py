@@ -307,6 +307,39 @@ def test_evaluate_shows_missing_values_as_na(monkeypatch):
     assert "n/a" not in set(table.loc["dvbpr"])
 
 
+def test_evaluate_shows_embedding_health():
+    """The "Embedding health" section on the fixture model: participation ratio of K, variance
+    shares, neighbour agreement per items.csv column and the hidden-taste lifts (synthetic data)."""
+    at = ok(app("pages/evaluate.py"))
+    assert "Embedding health" in [s.value for s in at.subheader]
+    metrics = {m.label: m.value for m in at.metric}
+    pr, of_k = metrics["Participation ratio"].split(" of ")
+    assert of_k == "16" and 1 <= float(pr) <= 16
+    assert {"Variance in top 1", "Variance in top 5", "Near-duplicate pairs"} <= set(metrics)
+    tables = {tuple(d.value.index): d.value for d in at.dataframe}
+    agreement = tables[("category", "colour", "pattern")]
+    assert list(agreement.columns) == ["neighbour", "chance", "ratio", "items"]
+    assert set(agreement["items"]) == {"240"}
+    lifts = tables[("categories", "colours", "patterns")]
+    assert {"lift", "interactions' lift"} <= set(lifts.columns)
+
+
+def test_evaluate_warns_about_a_collapsed_embedding(monkeypatch):
+    from ui import loaders
+
+    report = {"items": 240, "K": 16, "participation_ratio": 2.5, "near_duplicate_threshold": 0.99,
+              "variance_share": {"1": 0.7, "3": 0.99, "5": 1.0, "10": 1.0}, "near_duplicate_share": 0.2,
+              "sample": 5000, "collapsed": True, "neighbour_agreement": {}}
+    monkeypatch.setattr(loaders, "embedding_report", lambda: report)
+    at = ok(app("pages/evaluate.py"))
+    assert any("looks collapsed" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Participation ratio"] == "2.5 of 16"
+    monkeypatch.setattr(loaders, "embedding_report", lambda: {**report, "participation_ratio": 12.0,
+                                                              "near_duplicate_share": 0.0, "collapsed": False})
+    at = ok(app("pages/evaluate.py"))
+    assert not any("looks collapsed" in w.value for w in at.warning)
+
+
 def test_data_page_stats_and_import(roots, tmp_path):
     at = ok(app("pages/data.py"))
     metrics = {m.label: m.value for m in at.metric}

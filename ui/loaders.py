@@ -139,6 +139,20 @@ def ranking(split: str = "test"):
     return _ranking(*_key(), split)
 
 
+@st.cache_data(show_spinner="Diagnosing the item embedding…", max_entries=8)
+def _embedding_report(run: str, ckpt_mtime: int, data: str, stamp: tuple) -> dict:
+    from dvbpr.diagnostics import embedding_report as report
+
+    return report(_recommender(run, ckpt_mtime, data))
+
+
+def embedding_report() -> dict:
+    """dvbpr.diagnostics.embedding_report of the active model on the active dataset, cached."""
+    recommender()  # raises a clear Problem first when the model cannot be loaded
+    run, mtime, data = _key()
+    return _embedding_report(run, mtime, data, dataset_stamp(data))
+
+
 @st.cache_resource(show_spinner=False,
                    max_entries=4)
 def _baselines(data: str, stamp: tuple, split: str):
