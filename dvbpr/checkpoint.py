@@ -19,16 +19,18 @@ import torch
 from .errors import CheckpointError
 from .fsutil import atomic_save_torch
 from .model import DVBPR, ModelConfig
+from .rundir import BEST, LAST
 
 FORMAT = "dvbpr-checkpoint-1"
-BEST, LAST = "best.pt", "last.pt"
 
 
 def save_checkpoint(path: str | Path, model: DVBPR, *, train_config: dict, user_ids: list[str],
                     item_ids: list[str], cold_items: torch.Tensor, dataset_signature: str,
-                    epoch: int, step: int, metrics: dict, training_state: dict | None = None) -> Path:
-    """Write atomically: a crash or SIGKILL leaves the previous checkpoint intact."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                    epoch: int, step: int, metrics: dict, training_state: dict | None = None,
+                    buffers: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write atomically: a crash or SIGKILL leaves the previous checkpoint intact. `buffers`
+    replaces the model's own (e.g. BatchNorm statistics as they were before the current step)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()} | (buffers or {})
     ckpt: dict[str, Any] = {
         "format": FORMAT,
         "model_config": asdict(model.cfg),

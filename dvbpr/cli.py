@@ -68,6 +68,23 @@ def _make_default(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("make-emoji")
+def _make_emoji(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .emoji import EMOJI_DATA_DIR, EmojiConfig, make_emoji_dataset
+
+    out = Path(args.out) if args.out else EMOJI_DATA_DIR
+    make_emoji_dataset(out, EmojiConfig(n_users=args.users, seed=args.seed), package=args.package, progress=True)
+    dataset = load_dataset(out)
+    info = dataset.info()
+    print(f"emoji dataset written to {out}")
+    for key in ("users", "items", "interactions", "train", "validation", "test", "cold_items", "categories"):
+        print(f"{key:>13}: {info[key]}")
+    for warning in dataset.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
 @command("info")
 def _info(args: argparse.Namespace) -> int:
     from .data import load_dataset
@@ -87,14 +104,18 @@ def _info(args: argparse.Namespace) -> int:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, resume_config, train
+    from .train import PRESETS, TrainConfig, resume_config, train
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if args.preset:
+        if args.resume:
+            raise DVBPRError("--preset chooses a new run's configuration; a resumed run keeps its own")
+        given = PRESETS[args.preset] | given  # flags given beside the preset win
     if args.resume:
         if not args.out:
             raise DVBPRError("--resume needs --out RUN_DIR (the run to continue)")
         overrides = {k: given.get(k) for k in ("epochs", "max_minutes", "device", "patience")}
-        cfg = resume_config(args.out, **overrides)
+        cfg = resume_config(args.out, data=args.data, **overrides)
     else:
         if not args.out:
             raise DVBPRError("train needs --out RUN_DIR")
@@ -140,10 +161,18 @@ def _evaluate(args: argparse.Namespace) -> int:
                       evaluate_baselines(rec.dataset, args.split, args.k, progress=True).items()})
     if args.per_user:
         write_per_user_csv(args.per_user, result, rec.dataset)
+    embedding = None
+    if args.embedding:
+        from .diagnostics import embedding_report, format_report
+
+        embedding = embedding_report(rec)
     if args.json:
-        _print_json(table)
+        _print_json(table if embedding is None else {**table, "embedding": embedding})
     else:
         print(format_table(table))
+        if embedding is not None:
+            print()
+            print(format_report(embedding))
     return 0
 
 
@@ -214,14 +243,17 @@ def _import(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------- parser
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="run folder holding best.pt or last.pt (e.g. models/default)")
-    p.add_argument("--data", default=None, help="dataset folder (default: the one the run was trained on)")
+    p.add_argument("--data", default=None,
+                   help="dataset folder (default: the one the run records, found relative to the run "
+                        "folder, then by name under DVBPR_DATA_ROOT, then as recorded)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .model import ARCHS, TERMS
     from .sampling import NEGATIVE_POOLS
-    from .train import LR_SCHEDULES
+    from .model import NORMS, THETA_INITS
+    from .train import LR_SCHEDULES, PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m dvbpr", description="DVBPR: visually-aware recommendation")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -230,12 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: data/default)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (0 is the shipped default)")
 
+    p = sub.add_parser("make-emoji", help="build a real-image dataset from the npm package "
+                       "emoji-datasource-google@16.0.0 (3,786 emoji) with synthetic users")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: data/emoji)")
+    p.add_argument("--package", default=None, metavar="TGZ",
+                   help="an already-downloaded emoji-datasource-google-16.0.0.tgz "
+                        "(default: fetch it with `npm pack`)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic users and interactions (default 0)")
+    p.add_argument("--users", type=int, default=2000, help="number of synthetic users (default 2000)")
+
     p = sub.add_parser("info", help="validate a dataset folder and print its statistics")
     p.add_argument("data", nargs="?", default=None, help="dataset folder (default: data/default)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("train", help="train a DVBPR model (or resume / fine-tune one)")
-    p.add_argument("--data", default=None, help="dataset folder (default: data/default)")
+    p.add_argument("--data", default=None,
+                   help="dataset folder (default: data/default; with --resume: the run's own, found as "
+                        "for recommend)")
     p.add_argument("--out", default=None, help="run folder to write (checkpoints, metrics, status)")
     p.add_argument("--arch", choices=("auto",) + ARCHS, default=None,
                    help="CNN: auto picks cnnf on CUDA and cnnf-small on the CPU")
@@ -253,6 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2-cf", dest="l2_cf", type=float, default=None, help="L2 on gamma and beta rows (default 1e-3)")
     p.add_argument("--negatives", choices=NEGATIVE_POOLS, default=None,
                    help="negative pool: warm items only (default; better on cold items, see docs/training.md) or all items (the paper)")
+    p.add_argument("--in-batch", dest="in_batch", action=argparse.BooleanOptionalAction, default=None,
+                   help="rank each positive against every other image of its batch too (default on; "
+                        "--no-in-batch: one sampled negative per positive, the paper)")
+    p.add_argument("--norm", choices=NORMS, default=None,
+                   help="normalisation in the CNN: batch (default) or none (the paper's CNN-F)")
+    p.add_argument("--theta-init", dest="theta_init", choices=THETA_INITS, default=None,
+                   help="initial theta_u: normal N(0, 0.01) (default) or uniform U(0, 0.01) (the original code)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout on the CNN's hidden fc layers (default 0.5)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="start from a named configuration; paper = the original code's settings "
+                        "(no BatchNorm, uniform theta, one sampled negative from all items, lr 1e-4)")
     p.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=None,
                    help="learning-rate schedule (plateau follows validation AUC)")
     p.add_argument("--patience", type=int, default=None, help="early stop after N epochs without validation gain (0 = off)")
@@ -267,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate on a fixed sample of this many users (0 = all)")
     p.add_argument("--init-from", dest="init_from", default=None,
                    help="fine-tune from another run folder: users and items matched by id")
-    p.add_argument("--freeze-cnn", dest="freeze_cnn", action="store_true", default=None,
+    p.add_argument("--freeze-cnn", dest="freeze_cnn", action=argparse.BooleanOptionalAction, default=None,
                    help="train only the embeddings (with --init-from)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
@@ -284,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_ks, default=(20, 100), help="cut-offs, comma-separated (default 20,100)")
     p.add_argument("--baselines", action="store_true", help="also evaluate popularity and BPR-MF")
     p.add_argument("--per-user", dest="per_user", default=None, help="write per-user metrics to this CSV")
+    p.add_argument("--embedding", action="store_true",
+                   help="also diagnose the visual embedding phi: effective dimensions (participation ratio), "
+                   "near-duplicate items, what nearest neighbours share, hidden-taste lifts (under the key "
+                   "\"embedding\" with --json)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("rank-users", help="users who would rank a new image highest (cold start)")

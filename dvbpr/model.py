@@ -17,6 +17,8 @@ from .errors import TrainingError
 
 ARCHS = ("cnnf", "cnnf-small", "alexnet")
 TERMS = ("visual", "visual+cf", "full")
+NORMS = ("none", "batch")  # none: the paper's CNN-F; batch: BatchNorm after every conv and hidden fc
+THETA_INITS = ("uniform", "normal")  # uniform: U(0, 0.01) as the original code; normal: N(0, 0.01)
 DEFAULT_IMAGE_SIZE = {"cnnf": 224, "alexnet": 224, "cnnf-small": 64}
 
 
@@ -32,6 +34,8 @@ class ModelConfig:
     cf_dim: int = 100  # gamma size (the tutorial's 100)
     terms: str = "full"  # visual | visual+cf | full
     dropout: float = 0.5
+    norm: str = "none"  # checkpoints from before the field existed had none
+    theta_init: str = "uniform"
     # The one image preprocessing (dvbpr.images.load_image), recorded so that inference and
     # uploads are treated exactly as training was.
     preprocessing: dict = field(
@@ -43,6 +47,12 @@ class ModelConfig:
             raise TrainingError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.terms not in TERMS:
             raise TrainingError(f"unknown score terms {self.terms!r}; choose one of {', '.join(TERMS)}")
+        if self.norm not in NORMS:
+            raise TrainingError(f"unknown normalisation {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.theta_init not in THETA_INITS:
+            raise TrainingError(f"unknown theta init {self.theta_init!r}; choose one of {', '.join(THETA_INITS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TrainingError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.image_size < 32:
             raise TrainingError(f"image size {self.image_size} is too small (at least 32)")
         if self.arch in ("cnnf", "alexnet") and self.image_size < 64:
@@ -57,8 +67,16 @@ class ModelConfig:
         return self.terms == "full"
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)  # "same"-style padding
+def _conv(cin: int, cout: int, k: int, stride: int = 1, norm: bool = False) -> list[nn.Module]:
+    """conv ("same"-style padding) [-> BatchNorm] -> ReLU."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)]
+    return layers + ([nn.BatchNorm2d(cout)] if norm else []) + [nn.ReLU(inplace=True)]
+
+
+def _fc(cin: int, cout: int, dropout: float, norm: bool = False) -> list[nn.Module]:
+    """Linear [-> BatchNorm] -> ReLU -> dropout."""
+    layers: list[nn.Module] = [nn.Linear(cin, cout)]
+    return layers + ([nn.BatchNorm1d(cout)] if norm else []) + [nn.ReLU(inplace=True), nn.Dropout(dropout)]
 
 
 class CNNF(nn.Module):
@@ -66,9 +84,12 @@ class CNNF(nn.Module):
 
     conv1 11x11/4 -> pool, conv2 5x5 -> pool, conv3-5 3x3 -> pool, fc -> fc -> K. No LRN, as the
     original code. `small=True` keeps the shape but shrinks it for 64-96 px images on a CPU.
+    `norm=True` adds BatchNorm after every conv and hidden fc: without it most units of the deep
+    layers die and phi collapses to a few directions (docs/training.md).
     """
 
-    def __init__(self, dim: int, image_size: int, small: bool = False, dropout: float = 0.5):
+    def __init__(self, dim: int, image_size: int, small: bool = False, dropout: float = 0.5,
+                 norm: bool = False):
         super().__init__()
         if small:
             widths, k1, s1, fc = (16, 32, 64, 64, 64), 5, 2, 256
@@ -76,18 +97,20 @@ class CNNF(nn.Module):
             widths, k1, s1, fc = (64, 256, 256, 256, 256), 11, 4, 4096
         c1, c2, c3, c4, c5 = widths
         self.features = nn.Sequential(
-            _conv(3, c1, k1, s1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            _conv(c1, c2, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            _conv(c2, c3, 3), nn.ReLU(inplace=True),
-            _conv(c3, c4, 3), nn.ReLU(inplace=True),
-            _conv(c4, c5, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            *_conv(3, c1, k1, s1, norm), nn.MaxPool2d(2),
+            *_conv(c1, c2, 5, 1, norm), nn.MaxPool2d(2),
+            *_conv(c2, c3, 3, 1, norm),
+            *_conv(c3, c4, 3, 1, norm),
+            *_conv(c4, c5, 3, 1, norm), nn.MaxPool2d(2),
         )
+        self.features.eval()
         with torch.no_grad():  # flattened size depends on the input resolution
             flat = self.features(torch.zeros(1, 3, image_size, image_size)).numel()
+        self.features.train()
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(flat, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            *_fc(flat, fc, dropout, norm),
+            *_fc(fc, fc, dropout, norm),
             nn.Linear(fc, dim),
         )
 
@@ -106,7 +129,8 @@ def _alexnet(dim: int, dropout: float) -> nn.Module:
 def build_cnn(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "alexnet":
         return _alexnet(cfg.dim, cfg.dropout)
-    return CNNF(cfg.dim, cfg.image_size, small=cfg.arch == "cnnf-small", dropout=cfg.dropout)
+    return CNNF(cfg.dim, cfg.image_size, small=cfg.arch == "cnnf-small", dropout=cfg.dropout,
+                norm=cfg.norm == "batch")
 
 
 class DVBPR(nn.Module):
@@ -126,11 +150,16 @@ class DVBPR(nn.Module):
 
     def reset_parameters(self) -> None:
         # As the original code: Xavier weights and zero biases in the CNN, theta ~ U(0, 1) / 100.
+        # theta_init="normal" centres theta: all-positive thetas pull every item's phi along the
+        # same direction at the start, which feeds the collapse (docs/training.md).
         for m in self.cnn.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.uniform_(self.theta_users.weight, 0.0, 0.01)
+        if self.cfg.theta_init == "uniform":
+            nn.init.uniform_(self.theta_users.weight, 0.0, 0.01)
+        else:
+            nn.init.normal_(self.theta_users.weight, std=0.01)
         if self.cfg.uses_cf:
             nn.init.normal_(self.gamma_users.weight, std=0.01)
             nn.init.normal_(self.gamma_items.weight, std=0.01)
@@ -150,12 +179,27 @@ class DVBPR(nn.Module):
             x = x + self.beta_items(items).squeeze(-1)
         return x
 
-    def forward(
-        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, images: torch.Tensor
-    ) -> torch.Tensor:
+    def pair_scores(self, users: torch.Tensor, items: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """x_ui for every (user, item) pair, (len(users), len(items)), phi = phi(X_items)."""
+        x = self.theta_users(users) @ phi.T
+        if self.cfg.uses_cf:
+            x = x + self.gamma_users(users) @ self.gamma_items(items).T
+        if self.cfg.uses_bias:
+            x = x + self.beta_items(items).squeeze(-1)[None, :]
+        return x
+
+    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, images: torch.Tensor,
+                in_batch: bool = False) -> torch.Tensor:
         """x_uij = x_ui - x_uj. `images` holds the positives' then the negatives' images (2B),
-        so the CNN runs once over both halves (the siamese pair shares weights anyway)."""
+        so the CNN runs once over both halves (the siamese pair shares weights anyway).
+
+        in_batch=False: one sampled j per (u, i), shape (B,). in_batch=True: every image of the
+        batch is a candidate j for every user of the batch, shape (B, 2B), column b being user
+        b's own positive (the caller masks that column and the user's other positives)."""
         phi = self.cnn(images).float()
+        if in_batch:
+            x = self.pair_scores(users, torch.cat([pos, neg]), phi)
+            return x.diagonal()[:, None] - x
         phi_pos, phi_neg = phi.chunk(2)
         return self.score(users, pos, phi_pos) - self.score(users, neg, phi_neg)
 

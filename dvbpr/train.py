@@ -19,17 +19,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import BEST, LAST, dataset_signature, find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import dataset_signature, find_checkpoint, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .errors import DVBPRError, TrainingError
 from .fsutil import atomic_write_json, is_file_locked, read_json
 from .images import ImageStore, to_model_input
-from .model import ARCHS, DEFAULT_IMAGE_SIZE, TERMS, DVBPR, ModelConfig, bpr_loss
+from .model import ARCHS, DEFAULT_IMAGE_SIZE, NORMS, TERMS, THETA_INITS, DVBPR, ModelConfig, bpr_loss
+from .rundir import BEST, CONFIG, LAST, METRICS, STATUS, find_run_data, relative_to_run
 from .sampling import NEGATIVE_POOLS, TripletSampler
 
-STATUS, METRICS, CONFIG = "status.json", "metrics.jsonl", "config.json"
 LR_SCHEDULES = ("none", "cosine", "plateau")
 
 
@@ -51,6 +52,10 @@ class TrainConfig:
     l2_theta: float = 1.0  # on the batch's theta rows (the original)
     l2_cf: float = 1e-3  # on the batch's gamma and beta rows
     negatives: str = "warm"  # measured better for cold items than "all" (docs/training.md)
+    in_batch: bool = True  # every image of a batch is also a negative for the batch's other users
+    norm: str = "batch"  # BatchNorm in the CNN ("none": the paper's CNN-F)
+    theta_init: str = "normal"  # N(0, 0.01); "uniform": U(0, 0.01) as the original code
+    dropout: float = 0.5  # on the CNN's hidden fc layers
     lr_schedule: str = "none"
     patience: int = 0  # epochs without validation gain before stopping; 0 = never
     device: str = "auto"
@@ -66,6 +71,9 @@ class TrainConfig:
         checks = [
             (self.arch in ("auto",) + ARCHS, f"arch must be auto or one of {ARCHS}"),
             (self.terms in TERMS, f"terms must be one of {TERMS}"),
+            (self.norm in NORMS, f"norm must be one of {NORMS}"),
+            (self.theta_init in THETA_INITS, f"theta init must be one of {THETA_INITS}"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (self.negatives in NEGATIVE_POOLS, f"negatives must be one of {NEGATIVE_POOLS}"),
             (self.lr_schedule in LR_SCHEDULES, f"lr schedule must be one of {LR_SCHEDULES}"),
             (self.epochs >= 1, "epochs must be at least 1"),
@@ -82,6 +90,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise TrainingError(message)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The original TensorFlow code's choices (docs/training.md compares them with the defaults).
+    "paper": dict(norm="none", theta_init="uniform", in_batch=False, dropout=0.5, l2_theta=1.0,
+                  l2_cnn=1e-3, negatives="all", lr=1e-4, batch_size=128),
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -223,7 +238,8 @@ def build_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> tup
     else:
         mc = dict(n_users=dataset.n_users, n_items=dataset.n_items, arch=arch,
                   image_size=cfg.image_size or DEFAULT_IMAGE_SIZE[arch], dim=cfg.dim,
-                  cf_dim=cfg.cf_dim, terms=cfg.terms)
+                  cf_dim=cfg.cf_dim, terms=cfg.terms, norm=cfg.norm, theta_init=cfg.theta_init,
+                  dropout=cfg.dropout)
     model = DVBPR(ModelConfig(**mc))
     if source is not None:
         _transfer(model, source, dataset)
@@ -315,32 +331,49 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
                     triplets: np.ndarray, images: ImageBatches, cfg: TrainConfig, d: Dist, *,
                     start_step: int, on_step: Callable[[int, float, int], bool],
                     checkpoint: Callable[[int, dict], None] | None = None,
-                    first_global_step: int = 0) -> float:
+                    first_global_step: int = 0,
+                    is_positive: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> float:
     """Steps over this epoch's triplets from `start_step`; returns the mean loss.
 
     Each global batch of `cfg.batch_size` triplets is split across ranks. The loss is scaled so
     that DDP's gradient averaging reproduces the single-process gradient of the same batch.
     `on_step(step_in_epoch, loss, n_triplets)` returns False to stop early. Every
     `cfg.checkpoint_every` global steps (`first_global_step` is the global index of step 0),
-    `checkpoint(step_in_epoch, rng_state)` saves the state reached so far, but only once the
+    `checkpoint(step_in_epoch, before)` saves the state reached so far, but only once the
     next step's loss has shown it finite: a diverging run never leaves a broken checkpoint.
+
+    `cfg.in_batch` (needs `is_positive(users, items)`, the sampler's membership test): each
+    positive is ranked against every image of the batch that is not one of its user's training
+    items, its loss the mean -ln sigmoid(x_ui - x_uj) over them: 2B - 1 negatives per CNN forward
+    of 2B images instead of one, at the cost of a (B, 2B) score matrix.
     """
     core: DVBPR = model.module if hasattr(model, "module") else model
     model.train()
+    if cfg.freeze_cnn:  # a frozen CNN keeps its BatchNorm statistics too (and drops no units)
+        core.cnn.eval()
     device = images.device
     steps = math.ceil(len(triplets) / cfg.batch_size)
     total, count = 0.0, 0
     for step in range(start_step, steps):
         due = (checkpoint is not None and cfg.checkpoint_every > 0 and step > start_step
                and (first_global_step + step) % cfg.checkpoint_every == 0)
-        rng = _rng_state(device) if due else {}  # before this step's dropout draws
+        # The state before this step's forward: its dropout draws and BatchNorm statistics
+        # belong to the step that a resume will run again.
+        before = {"rng": _rng_state(device), "buffers": {k: b.detach().cpu().clone()
+                                                         for k, b in core.named_buffers()}} if due else {}
         batch = triplets[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         local = batch[d.rank::d.world]
         u, i, j = (torch.as_tensor(local[:, c], device=device) for c in range(3))
-        imgs = images(np.concatenate([local[:, 1], local[:, 2]]))
+        candidates = np.concatenate([local[:, 1], local[:, 2]])
+        imgs = images(candidates)
         with _autocast(device):
-            x_uij = model(u, i, j, imgs)
-        bpr = bpr_loss(x_uij)
+            x_uij = model(u, i, j, imgs, in_batch=cfg.in_batch)
+        if cfg.in_batch:
+            keep = ~is_positive(local[:, :1], candidates[None, :])  # (B, 2B): u's positives out
+            keep_t = torch.as_tensor(keep, device=device)
+            bpr = (F.softplus(-x_uij.float()) * keep_t).sum(1).div(keep_t.sum(1).clamp(min=1)).sum()
+        else:
+            bpr = bpr_loss(x_uij)
         per_sample = bpr + core.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
         cnn_reg = cfg.l2_cnn * core.cnn_l2() if cfg.l2_cnn else 0.0
         loss = (per_sample * d.world + cnn_reg) / len(batch)
@@ -353,7 +386,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
             raise TrainingError(f"loss became {where} at step {step} of the epoch; "
                                 "the last good checkpoint is kept (try a lower --lr)")
         if due:
-            checkpoint(step, rng)
+            checkpoint(step, before)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -418,8 +451,9 @@ def is_locked(run_dir: str | Path) -> bool:
     return is_file_locked(Path(run_dir) / ".lock")
 
 
-def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
-    """The saved config of a run, with `overrides` (e.g. epochs, max_minutes, device) applied."""
+def resume_config(run_dir: str | Path, data: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """The saved config of a run, with `overrides` (e.g. epochs, max_minutes, device) applied;
+    its dataset is `data` if given, else found from what the run records (`dvbpr.rundir`)."""
     ckpt_path = Path(run_dir) / LAST
     if not ckpt_path.is_file():
         raise TrainingError(f"nothing to resume: {ckpt_path} does not exist")
@@ -429,8 +463,20 @@ def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     saved = {k: v for k, v in saved.items() if k in names}
     saved.update({k: v for k, v in overrides.items() if v is not None})
+    saved["data"] = str(find_run_data(run_dir, saved.get("data"), data))
     saved["out"] = str(run_dir)
     return TrainConfig(**saved)
+
+
+def recorded_config(cfg: TrainConfig, run_dir: Path) -> dict:
+    """The config as a run records it (config.json, checkpoints): paths relative to the run
+    folder, never absolute, so the folder works wherever it is copied."""
+    saved = asdict(cfg)
+    saved["data"] = relative_to_run(cfg.data, run_dir)
+    saved["out"] = run_dir.name  # a run is always used through its folder; the name says which
+    if cfg.init_from:
+        saved["init_from"] = relative_to_run(cfg.init_from, run_dir)
+    return saved
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
@@ -462,7 +508,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, progress_callback, d:
 
     log = RunLog(run_dir, d.main, fresh=not resume)
     show = progress and d.main
-    log.update(state="starting", message="loading data", data=cfg.data, started_at=time.time())
+    recorded = recorded_config(cfg, run_dir)
+    log.update(state="starting", message="loading data", data=recorded["data"], started_at=time.time())
     try:
         resume_ckpt = load_checkpoint(run_dir / LAST) if resume else None
         torch.manual_seed(cfg.seed)
@@ -507,23 +554,24 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, progress_callback, d:
             start_epoch, start_step = resume_ckpt["epoch"], ts["step_in_epoch"]
             best, stale = ts["best"], ts["stale_epochs"]
         if d.main:
-            atomic_write_json(run_dir / CONFIG, asdict(cfg) | {"model": asdict(model.cfg)})
+            atomic_write_json(run_dir / CONFIG, recorded | {"model": asdict(model.cfg)})
         common = dict(user_ids=dataset.users.ids, item_ids=dataset.items.ids,
                       cold_items=torch.as_tensor(dataset.cold_items),
-                      dataset_signature=dataset_signature(dataset), train_config=asdict(cfg))
+                      dataset_signature=dataset_signature(dataset), train_config=recorded)
 
         def save(path: str, epoch: int, step_in_epoch: int, metrics: dict, resumable: bool,
-                 rng: dict | None = None) -> None:
+                 before: dict | None = None) -> None:
             if not d.main:
                 return
             state = None
             if resumable:
                 state = {"optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                         "rng": rng or _rng_state(device), "step_in_epoch": step_in_epoch,
+                         "rng": (before or {}).get("rng") or _rng_state(device), "step_in_epoch": step_in_epoch,
                          "best": best, "stale_epochs": stale}
             save_checkpoint(run_dir / path, model, epoch=epoch, step=epoch * steps_per_epoch + step_in_epoch,
-                            metrics=metrics, training_state=state, **common)
+                            metrics=metrics, training_state=state,
+                            buffers=(before or {}).get("buffers"), **common)
 
         val_users = _validation_users(dataset, cfg)
         global_step = start_epoch * steps_per_epoch + start_step
@@ -573,8 +621,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, progress_callback, d:
 
             epoch_loss = train_one_epoch(
                 net, optimizer, scheduler, triplets, images, cfg, d, start_step=first, on_step=on_step,
-                checkpoint=lambda step, rng: save(LAST, epoch, step, last_val, resumable=True, rng=rng),
-                first_global_step=epoch * steps_per_epoch)
+                checkpoint=lambda step, before: save(LAST, epoch, step, last_val, resumable=True, before=before),
+                first_global_step=epoch * steps_per_epoch, is_positive=sampler.is_positive)
             if stopped_reason:
                 save(LAST, epoch, position["step"], last_val, resumable=True)
                 break

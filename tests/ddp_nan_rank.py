@@ -3,9 +3,10 @@
 import os
 import sys
 
-import dvbpr.train as train_module
 from dvbpr import cli
+from dvbpr.model import DVBPR
 
 if os.environ.get("RANK") == "1":
-    train_module.bpr_loss = lambda x: (x * float("nan")).sum()
+    forward = DVBPR.forward
+    DVBPR.forward = lambda *a, **k: forward(*a, **k) * float("nan")
 sys.exit(cli.main(sys.argv[1:]))

@@ -220,14 +220,15 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
 
 
 def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(
-        tiny_run: Path, tiny_copy, monkeypatch) -> None:
-    import dvbpr.train as train_module
+        tiny_run: Path, tiny_data: Path, tiny_copy, monkeypatch) -> None:
+    from dvbpr.model import DVBPR
 
-    run = tiny_copy(tiny_run, "run")
+    run = tiny_copy(tiny_run, "run")  # copied away from its dataset: --data says where it is
     before = {name: sha(run / name) for name in ("best.pt", "last.pt")}
-    monkeypatch.setattr(train_module, "bpr_loss", lambda x: (x * float("nan")).sum())
+    forward = DVBPR.forward
+    monkeypatch.setattr(DVBPR, "forward", lambda *a, **k: forward(*a, **k) * float("nan"))
     with pytest.raises(TrainingError, match="loss became nan"):
-        train(resume_config(run, epochs=4), resume=True, progress=False)
+        train(resume_config(run, data=tiny_data, epochs=4), resume=True, progress=False)
     status = read_status(run)
     assert status["state"] == "failed" and "loss became nan" in status["message"]
     assert {name: sha(run / name) for name in before} == before
@@ -286,8 +287,8 @@ def test_init_from_copies_matched_ids_and_cnn_and_leaves_new_ones_fresh(
                 assert torch.equal(new_rows[k], src_rows[old[id_]]), (table, id_)
             else:  # fresh initialisation, not any trained row
                 assert not any(torch.equal(new_rows[k], row) for row in src_rows), (table, id_)
-    new_theta = state["theta_users.weight"][:8]
-    assert float(new_theta.min()) >= 0 and float(new_theta.max()) <= 0.01
+    new_theta = state["theta_users.weight"][:8]  # the fresh N(0, 0.01) rows of the new users
+    assert float(new_theta.abs().max()) <= 0.06 and float(new_theta.min()) < 0 < float(new_theta.max())
     assert torch.equal(state["beta_items.weight"][:6], torch.zeros(6, 1))
 
 
@@ -371,10 +372,9 @@ def test_ddp_nan_in_one_process_fails_every_process_cleanly(tiny_data: Path, tmp
                                                              tiny_train_kwargs: dict) -> None:
     run = tmp_path / "ddp-nan"
     cfg = config(tiny_data, run, tiny_train_kwargs, epochs=1)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(REPO / "tests" / "ddp_nan_rank.py"), "train", *_cli_args(cfg)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     # rank 0 (the writer) saw rank 1's NaN through the all-reduce and failed with a message,
     # instead of waiting in backward until torchrun tore it down
