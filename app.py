@@ -25,14 +25,16 @@ from ui import shell  # noqa: E402
 
 if shell.leave_legacy_pages_mode():  # started as a legacy pages/ app: rerun with st.navigation
     st.rerun()
-pg = st.navigation([
-    st.Page("pages/recommendations.py", title="Recommendations", icon=":material/recommend:", default=True),
-    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
-    st.Page("pages/upload.py", title="Upload", icon=":material/upload:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
-    st.Page("pages/data.py", title="Data", icon=":material/database:"),
-])
+pg = st.navigation(
+    [
+        st.Page("pages/recommendations.py", title="Recommendations", icon=":material/recommend:", default=True),
+        st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+        st.Page("pages/upload.py", title="Upload", icon=":material/upload:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+        st.Page("pages/data.py", title="Data", icon=":material/database:"),
+    ]
+)
 shell.setup()  # page config, CSS, default dataset on first start, active dataset/model, sidebar
 with shell.pages_running():
     pg.run()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import shutil
 from pathlib import Path
 
@@ -12,9 +10,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from dvbpr import importers
+from dvbpr.data import load_dataset
 from dvbpr.errors import DVBPRError
 from dvbpr.fsutil import safe_name
-from ui import errors, grid, loaders, maps, paths, state, style
+from ui import errors, figures, grid, loaders, paths, shell, state, style
 
 SAMPLE = 24
 
@@ -25,32 +25,52 @@ def _overview(datasets: list[str]) -> None:
         path = paths.data_root() / name
         try:
             info = loaders.dataset_tables(path)["info"]
-            rows.append({"dataset": name, "users": info["users"], "items": info["items"],
-                         "interactions": info["interactions"], "cold items": info["cold_items"],
-                         "categories": info["categories"], "status": "ok"})
+            rows.append(
+                {
+                    "dataset": name,
+                    "users": info["users"],
+                    "items": info["items"],
+                    "interactions": info["interactions"],
+                    "cold items": info["cold_items"],
+                    "categories": info["categories"],
+                    "status": "ok",
+                }
+            )
         except DVBPRError as exc:
             rows.append({"dataset": name, "status": f"invalid: {exc}"})
     frame = pd.DataFrame(rows)
     frame["active"] = frame["dataset"] == state.active_data()
-    st.dataframe(frame, hide_index=True, width="stretch",
-                 column_config={"active": st.column_config.CheckboxColumn("active")})
+    st.dataframe(
+        frame, hide_index=True, width="stretch", column_config={"active": st.column_config.CheckboxColumn("active")}
+    )
 
 
 def _histogram(values: np.ndarray, title: str, xlabel: str, log_y: bool = False) -> go.Figure:
-    fig = go.Figure(go.Histogram(x=values, nbinsx=50, marker_color="#5b4bdb",
-                                 hovertemplate=xlabel + " %{x}<br>%{y}<extra></extra>"))
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=280, bargap=0.04,
-                      margin=dict(l=4, r=4, t=36, b=4), xaxis_title=xlabel, plot_bgcolor="#fbfbfe",
-                      yaxis=dict(type="log", dtick=1, title="count") if log_y else dict(title="count"))
+    fig = go.Figure(
+        go.Histogram(x=values, nbinsx=50, marker_color="#5b4bdb", hovertemplate=xlabel + " %{x}<br>%{y}<extra></extra>")
+    )
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)),
+        height=280,
+        bargap=0.04,
+        margin=dict(l=4, r=4, t=36, b=4),
+        xaxis_title=xlabel,
+        plot_bgcolor=figures.PLOT_BG,
+        yaxis=dict(type="log", dtick=1, title="count") if log_y else dict(title="count"),
+    )
     return fig
 
 
 def _categories(counts: dict[str, int]) -> go.Figure:
     cats = sorted(counts, key=counts.get, reverse=True)
     fig = go.Figure(go.Bar(x=[counts[k] for k in cats], y=cats, orientation="h", marker_color="#18a38a"))
-    fig.update_layout(title=dict(text="Items per category", font=dict(size=14)), height=280,
-                      margin=dict(l=4, r=4, t=36, b=4), plot_bgcolor="#fbfbfe",
-                      yaxis=dict(autorange="reversed"))
+    fig.update_layout(
+        title=dict(text="Items per category", font=dict(size=14)),
+        height=280,
+        margin=dict(l=4, r=4, t=36, b=4),
+        plot_bgcolor=figures.PLOT_BG,
+        yaxis=dict(autorange="reversed"),
+    )
     return fig
 
 
@@ -71,21 +91,25 @@ def _inspect(name: str) -> None:
     for warning in tables["warnings"]:
         st.warning(warning, icon=":material/warning:")
 
-    key = (str(path), loaders.dataset_stamp(path))  # the charts are drawn once per dataset version
+    key = (str(path), paths.dataset_stamp(path))  # the charts are drawn once per dataset version
     a, b, cc = st.columns(3)
     with a:
-        fig = maps.cached_figure("dt_users", key, lambda: _histogram(
-            tables["per_user"], "Interactions per user", "interactions"))
-        st.plotly_chart(fig, config={"displaylogo": False}, key="dt_users")
+        fig = figures.cached_figure(
+            "dt_users", key, lambda: _histogram(tables["per_user"], "Interactions per user", "interactions")
+        )
+        figures.chart(fig, key="dt_users")
     with b:
-        fig = maps.cached_figure("dt_pop", key, lambda: _histogram(
-            tables["popularity"], "Item popularity (training)", "interactions", log_y=True))
-        st.plotly_chart(fig, config={"displaylogo": False}, key="dt_pop")
+        fig = figures.cached_figure(
+            "dt_pop",
+            key,
+            lambda: _histogram(tables["popularity"], "Item popularity (training)", "interactions", log_y=True),
+        )
+        figures.chart(fig, key="dt_pop")
     with cc:
         counts = info["category_counts"]
         if counts:
-            fig = maps.cached_figure("dt_cats", key, lambda: _categories(counts))
-            st.plotly_chart(fig, config={"displaylogo": False}, key="dt_cats")
+            fig = figures.cached_figure("dt_cats", key, lambda: _categories(counts))
+            figures.chart(fig, key="dt_cats")
         else:
             st.caption("No categories in items.csv.")
 
@@ -97,10 +121,20 @@ def _inspect(name: str) -> None:
     rng = np.random.default_rng(st.session_state.get("dt_seed", 0))
     picks = np.sort(rng.choice(ds.n_items, min(SAMPLE, ds.n_items), replace=False))
     titles, cats = ds.item_titles, ds.item_categories
-    grid.image_grid([grid.Card(ds.image_paths[i], (titles[i] if titles else "") or ds.items.id(i),
-                               [f"{ds.items.id(i)} · {(cats[i] if cats else '') or '-'}",
-                                f"{int(ds.item_popularity[i])} interactions"
-                                + (" · cold" if ds.cold_items[i] else "")]) for i in picks], min_px=112)
+    grid.image_grid(
+        [
+            grid.Card(
+                ds.image_paths[i],
+                (titles[i] if titles else "") or ds.items.id(i),
+                [
+                    f"{ds.items.id(i)} · {(cats[i] if cats else '') or '-'}",
+                    f"{int(ds.item_popularity[i])} interactions" + (" · cold" if ds.cold_items[i] else ""),
+                ],
+            )
+            for i in picks
+        ],
+        min_px=112,
+    )
 
 
 # ------------------------------------------------------------------------------- importing
@@ -112,10 +146,20 @@ def _target(name: str) -> Path:
     return target
 
 
+def _copy_dataset(source: Path, target: Path) -> None:
+    """Copy a dataset folder (its image cache left out) to `target` through the importers'
+    staging folder: `target` then holds the whole copy or does not exist (DataError on failure)."""
+    with importers._staging(target) as staged:
+        shutil.copytree(source, staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".cache"))
+
+
 def _import_folder() -> None:
     with st.form("imp_folder", border=False):
-        src = st.text_input("Dataset folder on this machine", key="imp_src",
-                            help="A folder with interactions.csv, optionally items.csv and images/")
+        src = st.text_input(
+            "Dataset folder on this machine",
+            key="imp_src",
+            help="A folder with interactions.csv, optionally items.csv and images/",
+        )
         name = st.text_input("Name", key="imp_name", help=f"Copied to {paths.display(paths.data_root())}/<name>")
         go_ = st.form_submit_button("Validate and import", icon=":material/download:")
     if not go_:
@@ -124,25 +168,13 @@ def _import_folder() -> None:
         if not src.strip():
             raise DVBPRError("give the path of a dataset folder")
         target = _target(name)
-        from dvbpr.data import load_dataset
-
         source = Path(src.strip()).expanduser()
         with st.spinner("Validating…"):
             ds = load_dataset(source)
         with st.spinner(f"Copying {ds.n_items:,} items into {paths.display(target)}…"):
-            tmp = target.parent / f".{target.name}.import-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".cache"))
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            _copy_dataset(source, target)
     except DVBPRError as exc:
         errors.show_problem(f"Cannot import: {exc}")
-        return
-    except OSError as exc:
-        errors.show_problem(f"Cannot copy the dataset: {exc}")
         return
     st.success(f"Imported **{target.name}**: {ds.n_users:,} users, {ds.n_items:,} items.")
     for warning in ds.warnings:
@@ -161,12 +193,13 @@ def _with_progress(run) -> bool:
     return True
 
 
-def _import_kang(importers) -> None:
+def _import_kang() -> None:
     with st.form("imp_kang", border=False):
         file = st.text_input("Kang et al. .npy file on this machine", key="imp_npy")
         name = st.text_input("Name", key="imp_npy_name")
-        trust = st.checkbox("The file is from a source I trust (it is a Python pickle: loading it can "
-                            "run code)", key="imp_trust")
+        trust = st.checkbox(
+            "The file is from a source I trust (it is a Python pickle: loading it can run code)", key="imp_trust"
+        )
         skip = st.checkbox("Leave out items without image bytes (and their interactions)", key="imp_skip")
         go_ = st.form_submit_button("Import", icon=":material/download:")
     if go_:
@@ -177,13 +210,15 @@ def _import_kang(importers) -> None:
         except DVBPRError as exc:
             errors.show_problem(f"Cannot import: {exc}")
             return
-        if _with_progress(lambda cb: importers.import_kang_npy(
-                file.strip(), target, trust_pickle=trust, progress=False, progress_callback=cb,
-                skip_missing_images=skip)):
+        if _with_progress(
+            lambda cb: importers.import_kang_npy(
+                file.strip(), target, trust_pickle=trust, progress=False, progress_callback=cb, skip_missing_images=skip
+            )
+        ):
             st.success(f"Imported **{target.name}**.")
 
 
-def _import_visrec(importers) -> None:
+def _import_visrec() -> None:
     with st.form("imp_visrec", border=False):
         csv = st.text_input("VisRec interactions CSV on this machine", key="imp_csv")
         images = st.text_input("Images folder", key="imp_imgs")
@@ -199,21 +234,19 @@ def _import_visrec(importers) -> None:
         except DVBPRError as exc:
             errors.show_problem(f"Cannot import: {exc}")
             return
-        if _with_progress(lambda cb: importers.import_visrec(
-                csv.strip(), images.strip(), target, progress=False, progress_callback=cb)):
+        if _with_progress(
+            lambda cb: importers.import_visrec(
+                csv.strip(), images.strip(), target, progress=False, progress_callback=cb
+            )
+        ):
             st.success(f"Imported **{target.name}**.")
 
 
-def _importers():
-    try:
-        return importlib.import_module("dvbpr.importers")
-    except ImportError:
-        return None
-
-
 def main() -> None:
-    style.header("Data", f"Dataset folders under {paths.display(paths.data_root())}/: statistics, "
-                 "images, and importing new ones.")
+    style.header(
+        "Data",
+        f"Dataset folders under {paths.display(paths.data_root())}/: statistics, images, and importing new ones.",
+    )
     datasets = paths.list_datasets()
     if datasets:
         _overview(datasets)
@@ -228,20 +261,13 @@ def main() -> None:
         with errors.guard():
             _inspect(pick)
     else:
-        errors.show_problem(f"No dataset under {paths.display(paths.data_root())}/ yet.",
-                            "Import one below.")
+        errors.show_problem(f"No dataset under {paths.display(paths.data_root())}/ yet.", "Import one below.")
 
     st.subheader("Import a dataset", anchor=False)
-    importers = _importers()
-    tabs = [("Dataset folder", _import_folder, ())]
-    if importers is not None and hasattr(importers, "import_kang_npy"):
-        tabs.append(("Kang et al. .npy", _import_kang, (importers,)))
-    if importers is not None and hasattr(importers, "import_visrec"):
-        tabs.append(("VisRec CSV + images", _import_visrec, (importers,)))
-    for tab, (_, fn, args) in zip(st.tabs([t[0] for t in tabs]), tabs):
-        with tab:
-            with errors.guard():
-                fn(*args)
+    tabs = {"Dataset folder": _import_folder, "Kang et al. .npy": _import_kang, "VisRec CSV + images": _import_visrec}
+    for tab, form in zip(st.tabs(list(tabs)), tabs.values(), strict=True):
+        with tab, errors.guard():
+            form()
 
 
-errors.run_page(main)
+shell.run_page(main)

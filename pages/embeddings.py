@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dvbpr import embedmap
-from ui import errors, grid, loaders, maps, style
+from ui import errors, figures, grid, loaders, maps, paths, shell, state, style
 
 MAX_SELECTED = 60
 
@@ -19,8 +19,10 @@ def _progress(run: str) -> None:
         if status["state"] in ("done", "failed"):
             st.rerun()
         fraction = float(status.get("fraction") or 0.0)
-        st.progress(min(max(fraction, 0.0), 1.0),
-                    text=f"Computing the map in the background: {status.get('message') or 'starting'}")
+        st.progress(
+            min(max(fraction, 0.0), 1.0),
+            text=f"Computing the map in the background: {status.get('message') or 'starting'}",
+        )
         st.caption("The page stays usable meanwhile; the map is cached on disk for this checkpoint.")
 
 
@@ -40,17 +42,21 @@ def _selected_indices(event) -> list[int]:
 
 
 def main() -> None:
-    style.header("Embeddings", "Every item placed by a 2-D UMAP of its learned visual embedding "
-                 "φ(Xᵢ): items that look alike to the model sit together.")
+    style.header(
+        "Embeddings",
+        "Every item placed by a 2-D UMAP of its learned visual embedding "
+        "φ(Xᵢ): items that look alike to the model sit together.",
+    )
     rec = loaders.recommender()
     run, mtime, data = loaders.recommender_key()
     coords, map_key = loaders.embedding_map(run)
     if coords is None:
         status = embedmap.map_status(run)
         if status["state"] == "failed":
-            errors.show_problem(f"Computing the map failed: {status.get('message') or 'no message'}",
-                                "Try again; if it fails again, run `python -m dvbpr.embedmap "
-                                f"{run}` in a terminal to see the details.")
+            errors.show_problem(
+                f"Computing the map failed: {status.get('message') or 'no message'}",
+                f"Try again; if it fails again, run `python -m dvbpr.embedmap {run}` in a terminal to see the details.",
+            )
             if st.button("Compute the map again", icon=":material/refresh:"):
                 embedmap.start_map_job(run, data)
                 st.rerun()
@@ -62,27 +68,44 @@ def main() -> None:
         coords, map_key = loaders.embedding_map(run)  # written since
     ds = rec.dataset
     if coords is None or len(coords) != ds.n_items:
-        errors.show_problem("The cached map does not match this dataset's items.",
-                            "Pick the dataset this model was trained on in the sidebar.")
+        errors.show_problem(
+            "The cached map does not match this dataset's items.",
+            "Pick the dataset this model was trained on in the sidebar.",
+        )
         return
     hover = loaders.item_hover()
     # the figures depend on the map, the model and the dataset: built once per colouring
-    key = (map_key, run, mtime, data, loaders.dataset_stamp(data))
+    key = (map_key, run, mtime, data, paths.dataset_stamp(data))
 
     tab_map, tab_thumbs = st.tabs([":material/scatter_plot: Map", ":material/grid_view: Thumbnail view"])
     with tab_map:
         c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
-        colour = c1.segmented_control("Colour by", ["Category", "Popularity", "Cold items", "User's score"],
-                                      default="Category", key="emb_colour") or "Category"
+        colour = (
+            c1.segmented_control(
+                "Colour by",
+                ["Category", "Popularity", "Cold items", "User's score"],
+                default="Category",
+                key="emb_colour",
+            )
+            or "Category"
+        )
         if colour == "Category":
+
             def build():
                 values = np.array([c or "(none)" for c in (ds.item_categories or [""] * ds.n_items)], dtype=object)
                 return maps.map_figure(coords, hover, "categorical", values)
         elif colour == "Popularity":
+
             def build():
-                return maps.map_figure(coords, hover, "numeric", np.log1p(ds.item_popularity),
-                                       colour_label="log(1 + training interactions)")
+                return maps.map_figure(
+                    coords,
+                    hover,
+                    "numeric",
+                    np.log1p(ds.item_popularity),
+                    colour_label="log(1 + training interactions)",
+                )
         elif colour == "Cold items":
+
             def build():
                 values = np.where(ds.cold_items, "cold (no training interaction)", "warm").astype(object)
                 return maps.map_figure(coords, hover, "categorical", values)
@@ -90,17 +113,20 @@ def main() -> None:
             users = rec.users()
             ss = st.session_state
             if ss.get("emb_user") not in users:
-                ss["emb_user"] = ss.get("user") if ss.get("user") in users else users[0]
+                ss["emb_user"] = state.user(users)
             user = c2.selectbox("User", users, key="emb_user")
-            ss["user"] = user
+            state.set_user(user)
             colour = (colour, user)
 
             def build():
                 scores = rec.scores([ds.users.index(user)])[0].cpu().numpy()
                 return maps.map_figure(coords, hover, "numeric", scores, colour_label=f"score for {user}")
-        fig = maps.cached_figure("embeddings", key + (colour,), build)
-        st.caption(f"{ds.n_items:,} items. Drag a box or lasso (or click a point) to see the selected "
-                   "items below; scroll to zoom.")
+
+        fig = figures.cached_figure("embeddings", key + (colour,), build)
+        st.caption(
+            f"{ds.n_items:,} items. Drag a box or lasso (or click a point) to see the selected "
+            "items below; scroll to zoom."
+        )
         event = maps.show(fig, key="emb_map", on_select="rerun", selection_mode=("points", "box", "lasso"))
         chosen = _selected_indices(event)
         if chosen:
@@ -110,19 +136,34 @@ def main() -> None:
                 chosen = [chosen[k] for k in sorted(keep)]
                 st.caption(f"Showing {MAX_SELECTED} of them, sampled at random.")
             titles, cats = ds.item_titles, ds.item_categories
-            grid.image_grid([grid.Card(
-                ds.image_paths[i], (titles[i] if titles else "") or ds.items.id(i),
-                [f"{ds.items.id(i)} · {(cats[i] if cats else '') or '-'}",
-                 f"{int(ds.item_popularity[i])} interactions" + (" · cold" if ds.cold_items[i] else "")])
-                for i in chosen], min_px=120)
+            grid.image_grid(
+                [
+                    grid.Card(
+                        ds.image_paths[i],
+                        (titles[i] if titles else "") or ds.items.id(i),
+                        [
+                            f"{ds.items.id(i)} · {(cats[i] if cats else '') or '-'}",
+                            f"{int(ds.item_popularity[i])} interactions" + (" · cold" if ds.cold_items[i] else ""),
+                        ],
+                    )
+                    for i in chosen
+                ],
+                min_px=120,
+            )
         else:
             st.caption("No selection yet.")
     with tab_thumbs:
-        cells = st.slider("Grid cells across", 16, 64, 36, step=4, key="emb_cells",
-                          help="Each cell shows the item nearest to its centre on the map")
+        cells = st.slider(
+            "Grid cells across",
+            16,
+            64,
+            36,
+            step=4,
+            key="emb_cells",
+            help="Each cell shows the item nearest to its centre on the map",
+        )
         canvas = maps.mosaic(rec.store.array, loaders.recommender_key(), coords, cells=cells, px=40)
-        st.image(canvas, caption="The item images laid out by the map (one image per occupied cell)",
-                 width="stretch")
+        st.image(canvas, caption="The item images laid out by the map (one image per occupied cell)", width="stretch")
 
 
-errors.run_page(main)
+shell.run_page(main)

@@ -7,11 +7,20 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import errors, loaders, maps, reference, style
+from ui import errors, figures, loaders, paths, reference, shell, style
 
-COLUMNS = {"auc": "AUC", "auc_cold": "AUC (cold)", "rr": "RR", "recall@20": "R@20",
-           "precision@20": "P@20", "ndcg@20": "nDCG@20", "recall@100": "R@100",
-           "precision@100": "P@100", "ndcg@100": "nDCG@100", "coverage@20": "Coverage@20"}
+COLUMNS = {
+    "auc": "AUC",
+    "auc_cold": "AUC (cold)",
+    "rr": "RR",
+    "recall@20": "R@20",
+    "precision@20": "P@20",
+    "ndcg@20": "nDCG@20",
+    "recall@100": "R@100",
+    "precision@100": "P@100",
+    "ndcg@100": "nDCG@100",
+    "coverage@20": "Coverage@20",
+}
 CHART_METRICS = ["auc", "rr", "recall@20", "ndcg@20", "recall@100", "ndcg@100"]
 MODEL_COLOURS = {"dvbpr": "#5b4bdb", "popularity": "#b0adc4", "bpr-mf": "#18a38a"}
 NA = "n/a"  # a missing metric in the tables
@@ -34,14 +43,18 @@ def _styled(frame: pd.DataFrame, digits: int = 5, highlight: bool = True):
 
 def _show_table(frame: pd.DataFrame, index_label: str, digits: int = 5, highlight: bool = True) -> None:
     config = {column: st.column_config.TextColumn(alignment="right") for column in frame.columns}
-    config["_index"] = st.column_config.TextColumn(index_label, width=max(
-        90, 8 * max([len(str(i)) for i in frame.index] + [len(index_label)]) + 24))
+    config["_index"] = st.column_config.TextColumn(
+        index_label, width=max(90, 8 * max([len(str(i)) for i in frame.index] + [len(index_label)]) + 24)
+    )
     st.dataframe(_styled(frame, digits, highlight), width="stretch", column_config=config)
 
 
 def main() -> None:
-    style.header("Evaluate", "Full-ranking metrics on the test split: every held-out item ranked "
-                 "against the whole catalogue (training and validation items excluded).")
+    style.header(
+        "Evaluate",
+        "Full-ranking metrics on the test split: every held-out item ranked "
+        "against the whole catalogue (training and validation items excluded).",
+    )
     rec = loaders.recommender()
     ds = rec.dataset
     result = loaders.ranking("test")
@@ -50,12 +63,15 @@ def main() -> None:
     c[0].metric("AUC", f"{m['auc']:.4f}")
     c[1].metric("Recall@20", f"{m.get('recall@20', np.nan):.4f}")
     c[2].metric("nDCG@20", f"{m.get('ndcg@20', np.nan):.4f}")
-    c[3].metric("Cold-item AUC", f"{m['auc_cold']:.4f}" if np.isfinite(m.get("auc_cold", np.nan)) else "n/a",
-                help="Users whose test item has no training interaction")
+    c[3].metric(
+        "Cold-item AUC",
+        f"{m['auc_cold']:.4f}" if np.isfinite(m.get("auc_cold", np.nan)) else "n/a",
+        help="Users whose test item has no training interaction",
+    )
     c[4].metric("Users evaluated", f"{int(m['users']):,}", help=f"{int(m['cold_users']):,} with a cold test item")
 
     run, _, data = key = loaders.recommender_key()
-    key += (loaders.dataset_stamp(data),)  # what the numbers below are computed from
+    key += (paths.dataset_stamp(data),)  # what the numbers below are computed from
     st.subheader("Model and baselines", anchor=False)
     ready = loaders.baselines_ready("test")
     slot = st.empty()  # the model alone first (unless the baselines are cached), then with them
@@ -67,30 +83,37 @@ def main() -> None:
     if reference.applies(ds.name):
         st.subheader("Tutorial reference (Wikimedia Commons)", anchor=False)
         ref = pd.DataFrame.from_dict(
-            {name: {COLUMNS[k]: v for k, v in row.items()} for name, row in reference.TUTORIAL.items()},
-            orient="index")
+            {name: {COLUMNS[k]: v for k, v in row.items()} for name, row in reference.TUTORIAL.items()}, orient="index"
+        )
         ref.loc["this model (dvbpr)"] = [m.get(k, np.nan) for k in reference.METRICS]
         _show_table(ref.astype(float), "model", highlight=False)
 
     left, right = st.columns(2, gap="large")
     with left:
         st.subheader("Per-user AUC", anchor=False)
-        hist = maps.cached_figure("ev_hist", key, lambda: _auc_histogram(result.per_user["auc"]))
-        st.plotly_chart(hist, config={"displaylogo": False}, key="ev_hist")
+        hist = figures.cached_figure("ev_hist", key, lambda: _auc_histogram(result.per_user["auc"]))
+        figures.chart(hist, key="ev_hist")
     with right:
         st.subheader("Validation metrics over epochs", anchor=False)
-        curves = maps.cached_figure("ev_curves", (run, loaders.metrics_stamp(run)),
-                                    lambda: _curves(loaders.metrics(run)))
+        curves = figures.cached_figure(
+            "ev_curves", (run, paths.metrics_stamp(run)), lambda: _curves(loaders.metrics(run))
+        )
         if curves is None:
             st.caption("This run has no per-epoch validation records.")
         else:
-            st.plotly_chart(curves, config={"displaylogo": False}, key="ev_curves")
+            figures.chart(curves, key="ev_curves")
 
     _embedding_health()
 
     try:
-        with note, st.spinner("Training BPR-MF and evaluating the baselines (once per dataset; on a "
-                              "busy CPU this can take a few minutes)…", show_time=True):
+        with (
+            note,
+            st.spinner(
+                "Training BPR-MF and evaluating the baselines (once per dataset; on a "
+                "busy CPU this can take a few minutes)…",
+                show_time=True,
+            ),
+        ):
             baselines = loaders.baselines("test")
     except Exception as exc:  # noqa: BLE001 - the model's numbers stay on screen
         with note.container():
@@ -113,29 +136,47 @@ def _embedding_health() -> None:
     pr, K, dup = r["participation_ratio"], r["K"], r["near_duplicate_share"]
     shares = r["variance_share"]
     c = st.columns(2 + len(shares))
-    c[0].metric("Participation ratio", f"{pr:.1f} of {K}",
-                help="Effective number of dimensions of the visual embedding phi: (sum s²)² / sum s⁴ of its "
-                "singular values; 1 for a line, K when every dimension is used equally")
-    c[1].metric("Near-duplicate pairs", f"{dup:.2%}",
-                help=f"Share of item pairs whose embeddings have cosine > {r['near_duplicate_threshold']:g}")
-    for col, (k, share) in zip(c[2:], shares.items()):
-        col.metric(f"Variance in top {k}", f"{share:.1%}", help=f"Share of phi's variance in its top {k} "
-                   "principal component" + ("s" if k != "1" else ""))
+    c[0].metric(
+        "Participation ratio",
+        f"{pr:.1f} of {K}",
+        help="Effective number of dimensions of the visual embedding phi: (sum s²)² / sum s⁴ of its "
+        "singular values; 1 for a line, K when every dimension is used equally",
+    )
+    c[1].metric(
+        "Near-duplicate pairs",
+        f"{dup:.2%}",
+        help=f"Share of item pairs whose embeddings have cosine > {r['near_duplicate_threshold']:g}",
+    )
+    for col, (k, share) in zip(c[2:], shares.items(), strict=True):
+        col.metric(
+            f"Variance in top {k}",
+            f"{share:.1%}",
+            help=f"Share of phi's variance in its top {k} principal component" + ("s" if k != "1" else ""),
+        )
     if r["collapsed"]:  # participation ratio under 10 or over 1% near duplicates
-        st.warning(f"The visual embedding looks collapsed: it uses about {pr:.1f} of its {K} dimensions and "
-                   f"{dup:.1%} of item pairs are near duplicates. Similar items, the embedding map and "
-                   "cold-start rankings can only tell items apart along those few directions.")
+        st.warning(
+            f"The visual embedding looks collapsed: it uses about {pr:.1f} of its {K} dimensions and "
+            f"{dup:.1%} of item pairs are near duplicates. Similar items, the embedding map and "
+            "cold-start rankings can only tell items apart along those few directions."
+        )
     left, right = st.columns(2, gap="large")
     agreement = r.get("neighbour_agreement") or {}
     with left:
         st.markdown("**What an item's nearest neighbour shares**")
         if agreement:
-            rows = {name: {"neighbour": f"{a['agreement']:.1%}", "chance": f"{a['chance']:.1%}",
-                           "ratio": f"{a['agreement'] / a['chance']:.2f}" if a["chance"] else NA,
-                           "items": f"{a['items']:,}"} for name, a in agreement.items()}
+            rows = {
+                name: {
+                    "neighbour": f"{a['agreement']:.1%}",
+                    "chance": f"{a['chance']:.1%}",
+                    "ratio": f"{a['agreement'] / a['chance']:.2f}" if a["chance"] else NA,
+                    "items": f"{a['items']:,}",
+                }
+                for name, a in agreement.items()
+            }
             _text_table(rows, "column")
-            st.caption("Share of items whose nearest item by cosine of phi has the same value, against two "
-                       "random items.")
+            st.caption(
+                "Share of items whose nearest item by cosine of phi has the same value, against two random items."
+            )
         else:
             st.caption("items.csv has no column with a few repeated values to compare neighbours on.")
     lifts = r.get("taste_lifts")
@@ -143,13 +184,22 @@ def _embedding_health() -> None:
         if lifts:
             k = r.get("taste_k", 20)
             st.markdown(f"**Hidden tastes in the top-{k} lists**")
-            rows = {name: {f"top-{k}": f"{t['top_share']:.1%}", "catalogue": f"{t['catalogue_share']:.1%}",
-                           "lift": f"{t['lift']:.2f}", "interactions": f"{t['interactions_share']:.1%}",
-                           "interactions' lift": f"{t['interactions_lift']:.2f}"} for name, t in lifts.items()}
+            rows = {
+                name: {
+                    f"top-{k}": f"{t['top_share']:.1%}",
+                    "catalogue": f"{t['catalogue_share']:.1%}",
+                    "lift": f"{t['lift']:.2f}",
+                    "interactions": f"{t['interactions_share']:.1%}",
+                    "interactions' lift": f"{t['interactions_lift']:.2f}",
+                }
+                for name, t in lifts.items()
+            }
             _text_table(rows, "taste")
-            st.caption("Share of a user's recommendations in their hidden favourite values, against the "
-                       "catalogue's share (lift = ratio); the training interactions' own lift is what a model "
-                       "could learn.")
+            st.caption(
+                "Share of a user's recommendations in their hidden favourite values, against the "
+                "catalogue's share (lift = ratio); the training interactions' own lift is what a model "
+                "could learn."
+            )
 
 
 def _text_table(rows: dict[str, dict[str, str]], index_label: str) -> None:
@@ -161,49 +211,86 @@ def _text_table(rows: dict[str, dict[str, str]], index_label: str) -> None:
 
 def _auc_histogram(auc: np.ndarray) -> go.Figure:
     auc = auc[np.isfinite(auc)]
-    hist = go.Figure(go.Histogram(x=auc, nbinsx=40, marker_color="#5b4bdb",
-                                  hovertemplate="AUC %{x}<br>%{y} users<extra></extra>"))
-    hist.add_vline(x=float(np.mean(auc)) if len(auc) else 0.5, line_dash="dot", line_color="#e8590c",
-                   annotation_text=f"mean {np.mean(auc):.3f}" if len(auc) else "")
-    hist.update_layout(height=320, margin=dict(l=4, r=4, t=24, b=4), xaxis_title="AUC of the user's "
-                       "test item", yaxis_title="users", plot_bgcolor="#fbfbfe", bargap=0.04)
+    hist = go.Figure(
+        go.Histogram(x=auc, nbinsx=40, marker_color="#5b4bdb", hovertemplate="AUC %{x}<br>%{y} users<extra></extra>")
+    )
+    hist.add_vline(
+        x=float(np.mean(auc)) if len(auc) else 0.5,
+        line_dash="dot",
+        line_color="#e8590c",
+        annotation_text=f"mean {np.mean(auc):.3f}" if len(auc) else "",
+    )
+    hist.update_layout(
+        height=320,
+        margin=dict(l=4, r=4, t=24, b=4),
+        xaxis_title="AUC of the user's test item",
+        yaxis_title="users",
+        plot_bgcolor=figures.PLOT_BG,
+        bargap=0.04,
+    )
     return hist
 
 
 def _curves(records: list[dict]) -> go.Figure | None:
     """The validation metrics per epoch (None when the run recorded none)."""
     epochs = [r for r in records if r.get("type") == "epoch"]
-    keys = [k for k in ("val_auc", "val_recall@20", "val_ndcg@20", "val_rr")
-            if any(isinstance(r.get(k), (int, float)) for r in epochs)]
+    keys = [
+        k
+        for k in ("val_auc", "val_recall@20", "val_ndcg@20", "val_rr")
+        if any(isinstance(r.get(k), (int, float)) for r in epochs)
+    ]
     if not keys:
         return None
     curves = go.Figure()
     for n, k in enumerate(keys):
         pts = [(r["epoch"], r[k]) for r in epochs if isinstance(r.get(k), (int, float))]
-        curves.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                    name=k.removeprefix("val_"), line=dict(color=maps.PALETTE[n])))
+        curves.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                mode="lines+markers",
+                name=k.removeprefix("val_"),
+                line=dict(color=figures.PALETTE[n]),
+            )
+        )
     curves.update_xaxes(dtick=1)
-    curves.update_layout(height=320, margin=dict(l=4, r=4, t=24, b=4), xaxis_title="epoch",
-                         plot_bgcolor="#fbfbfe", legend=dict(orientation="h", y=1.12, x=0))
+    curves.update_layout(
+        height=320,
+        margin=dict(l=4, r=4, t=24, b=4),
+        xaxis_title="epoch",
+        plot_bgcolor=figures.PLOT_BG,
+        legend=dict(orientation="h", y=1.12, x=0),
+    )
     return curves
 
 
 def _comparison(table: dict[str, dict[str, float]], key: tuple) -> None:
     """The metrics table and bar chart of `table`; `key` names what it was computed from."""
     _show_table(_table(table), "model")
-    fig = maps.cached_figure("ev_bars", key + tuple(table), lambda: _bars(table))
-    st.plotly_chart(fig, config={"displaylogo": False}, key=f"ev_bars_{len(table)}")
+    fig = figures.cached_figure("ev_bars", key + tuple(table), lambda: _bars(table))
+    figures.chart(fig, key=f"ev_bars_{len(table)}")
 
 
 def _bars(table: dict[str, dict[str, float]]) -> go.Figure:
     fig = go.Figure()
     for name in table:
-        fig.add_trace(go.Bar(name=name, x=[COLUMNS[k] for k in CHART_METRICS],
-                             y=[table[name].get(k, np.nan) for k in CHART_METRICS],
-                             marker_color=MODEL_COLOURS.get(name, "#888")))
-    fig.update_layout(barmode="group", height=340, margin=dict(l=4, r=4, t=10, b=4), plot_bgcolor="#fbfbfe",
-                      legend=dict(orientation="h", y=1.08, x=0), yaxis_title="value")
+        fig.add_trace(
+            go.Bar(
+                name=name,
+                x=[COLUMNS[k] for k in CHART_METRICS],
+                y=[table[name].get(k, np.nan) for k in CHART_METRICS],
+                marker_color=MODEL_COLOURS.get(name, "#888"),
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        height=340,
+        margin=dict(l=4, r=4, t=10, b=4),
+        plot_bgcolor=figures.PLOT_BG,
+        legend=dict(orientation="h", y=1.08, x=0),
+        yaxis_title="value",
+    )
     return fig
 
 
-errors.run_page(main)
+shell.run_page(main)

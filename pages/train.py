@@ -1,31 +1,97 @@
-"""Train: start a background training run (or a fine-tune), follow it live, manage runs."""
+"""Train: start a background training run (or a fine-tune), follow it live, manage runs.
+
+The form's defaults (and help texts, where a field has one in its metadata) are TrainConfig's
+own, read from its dataclass fields.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+import torch
 
 from dvbpr import jobs
-from dvbpr.errors import DVBPRError, TrainingError
+from dvbpr.errors import DVBPRError
 from dvbpr.fsutil import safe_name
-from dvbpr.model import ARCHS, TERMS
-from dvbpr.train import TrainConfig, read_status, resolve_device, resume_config
-from ui import errors, loaders, maps, paths, state, style
+from dvbpr.model import ARCHS, NORMS, TERMS, THETA_INITS
+from dvbpr.rundir import LAST
+from dvbpr.sampling import NEGATIVE_POOLS
+from dvbpr.train import LR_SCHEDULES, PRESETS, TrainConfig, read_status, resolve_device, resume_config
+from ui import errors, figures, loaders, paths, shell, state, style
 
-STATE_BADGES = {"running": "green", "starting": "blue", "finished": "violet", "stopped": "orange",
-                "failed": "red", "interrupted": "orange", "new": "gray"}
-TERM_HELP = ("visual: θᵤ·φ(Xᵢ) only (the original code); visual+cf: plus γᵤ·γᵢ (the tutorial); "
-             "full: plus the item bias βᵢ")
+STATE_BADGES = {
+    "running": "green",
+    "starting": "blue",
+    "finished": "violet",
+    "stopped": "orange",
+    "failed": "red",
+    "interrupted": "orange",
+    "new": "gray",
+}
+TERM_HELP = (
+    "visual: θᵤ·φ(Xᵢ) only (the original code); visual+cf: plus γᵤ·γᵢ (the tutorial); full: plus the item bias βᵢ"
+)
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+NEW_RUN = {  # TrainConfig field: (widget key on the New run form, type of its value)
+    "arch": ("tr_arch", str),
+    "image_size": ("tr_size", int),
+    "terms": ("tr_terms", str),
+    "epochs": ("tr_epochs", int),
+    "batch_size": ("tr_batch", int),
+    "lr": ("tr_lr", float),
+    "dim": ("tr_dim", int),
+    "cf_dim": ("tr_cfdim", int),
+    "seed": ("tr_seed", int),
+    "device": ("tr_device", str),
+    "max_minutes": ("tr_max", float),
+    # advanced options
+    "negatives": ("tr_negatives", str),
+    "in_batch": ("tr_in_batch", bool),
+    "norm": ("tr_norm", str),
+    "theta_init": ("tr_theta_init", str),
+    "dropout": ("tr_dropout", float),
+    "lr_schedule": ("tr_lr_schedule", str),
+    "l2_cnn": ("tr_l2_cnn", float),
+    "l2_theta": ("tr_l2_theta", float),
+    "l2_cf": ("tr_l2_cf", float),
+    "patience": ("tr_patience", int),
+}
+FINETUNE = {"epochs": 3, "lr": 1e-4}  # a fine-tune's own defaults: a few epochs, a smaller step
+PRESET = "paper"
+PRESET_KEY = "tr_preset"
+
+
+def _default(field: str):
+    return FIELDS[field].default
+
+
+def _help(field: str, text: str | None = None) -> str | None:
+    """The field's help text from TrainConfig's metadata, else `text` (None: no tooltip)."""
+    return FIELDS[field].metadata.get("help") or text
+
+
+def _set_new_run_values(values: dict, only_missing: bool = False) -> None:
+    """Put TrainConfig `values` into the New run form's widgets (through their session state)."""
+    ss = st.session_state
+    for field, (key, kind) in NEW_RUN.items():
+        if field in values and not (only_missing and key in ss):
+            ss[key] = kind(values[field])
+
+
+def _toggle_preset() -> None:
+    """The preset switch: its values into the form, or the defaults back."""
+    preset = PRESETS[PRESET]
+    _set_new_run_values(preset if st.session_state[PRESET_KEY] else {f: _default(f) for f in preset})
 
 
 @st.cache_resource(show_spinner=False)
 def _detected_device() -> tuple[bool, str]:
-    import torch
-
     if torch.cuda.is_available():
         try:
             return True, torch.cuda.get_device_name(0)
@@ -53,66 +119,167 @@ def _start(cfg_kwargs: dict, name: str) -> None:
         run_dir = paths.models_root() / name.strip()
         data = cfg_kwargs.get("data", "")
         if not (Path(data) / "interactions.csv").is_file():
-            raise DVBPRError(f"no dataset at {paths.display(Path(data))}: pick one of the folders under "
-                             f"{paths.display(paths.data_root())}/")
+            raise DVBPRError(
+                f"no dataset at {paths.display(Path(data))}: pick one of the folders under "
+                f"{paths.display(paths.data_root())}/"
+            )
         cfg = TrainConfig(out=str(run_dir), **cfg_kwargs)
         cfg.validate()
-        resolve_device(cfg.device)  # TrainingError: CUDA requested without a GPU
+        resolve_device(cfg.device)  # CUDA requested without a GPU
         pid = jobs.start_training(cfg)
     except DVBPRError as exc:
-        hint = ""
-        if isinstance(exc, TrainingError) and "CUDA" in str(exc):
-            hint = "No GPU was detected on this machine: choose device auto or cpu."
-        errors.show_problem(f"Cannot start the run: {exc}", hint)
+        errors.show_problem(
+            f"Cannot start the run: {exc}", errors.DEVICE_HINT if errors.device_unavailable(exc) else ""
+        )
         return
     st.session_state["train_follow"] = run_dir.name
-    st.success(f"Started **{run_dir.name}** (process {pid}). It keeps running if you close the tab.",
-               icon=":material/rocket_launch:")
+    st.success(
+        f"Started **{run_dir.name}** (process {pid}). It keeps running if you close the tab.",
+        icon=":material/rocket_launch:",
+    )
 
 
 def _device_select(key: str) -> str:
     has_cuda, gpu = _detected_device()
-    device = st.selectbox("Device", ["auto", "cpu", "cuda"], key=key,
-                          help="auto uses the GPU when there is one")
-    st.caption(f"Detected: **{gpu}** (CUDA available)" if has_cuda else
-               "Detected: no CUDA GPU (torch.cuda.is_available() is False) - training runs on the CPU")
+    device = st.selectbox(
+        "Device", ["auto", "cpu", "cuda"], key=key, help=_help("device", "auto uses the GPU when there is one")
+    )
+    st.caption(
+        f"Detected: **{gpu}** (CUDA available)"
+        if has_cuda
+        else "Detected: no CUDA GPU (torch.cuda.is_available() is False) - training runs on the CPU"
+    )
     return device
 
 
 def _new_run_form(datasets: list[str]) -> None:
+    _set_new_run_values({f: _default(f) for f in NEW_RUN}, only_missing=True)
+    preset = PRESETS[PRESET]
+    st.toggle(
+        "Paper preset",
+        key=PRESET_KEY,
+        on_change=_toggle_preset,
+        help="The original code's settings: "
+        + ", ".join(f"{k} {v}" for k, v in preset.items())
+        + ". Switching it sets those fields below (advanced options included); off restores the defaults.",
+    )
     with st.form("new_run", border=False):
         c1, c2 = st.columns(2)
-        data = c1.selectbox("Dataset", datasets, key="tr_data",
-                            index=datasets.index(state.active_data()) if state.active_data() in datasets else 0)
+        data = c1.selectbox(
+            "Dataset",
+            datasets,
+            key="tr_data",
+            index=datasets.index(state.active_data()) if state.active_data() in datasets else 0,
+        )
         st.session_state.setdefault("tr_name", time.strftime("run-%Y%m%d-%H%M"))
-        name = c2.text_input("Run name", key="tr_name",
-                             help=f"Folder name under {paths.display(paths.models_root())}/: letters, digits, "
-                                  "'.', '_' or '-'")
+        name = c2.text_input(
+            "Run name",
+            key="tr_name",
+            help=f"Folder name under {paths.display(paths.models_root())}/: letters, digits, '.', '_' or '-'",
+        )
         c1, c2, c3 = st.columns(3)
-        arch = c1.selectbox("Architecture", ("auto",) + ARCHS, key="tr_arch",
-                            help="auto: cnnf on CUDA, cnnf-small on the CPU")
-        image_size = c2.number_input("Image size (px)", 0, 512, 0, step=16, key="tr_size",
-                                     help="0: the architecture's own (224 for cnnf/alexnet, 64 for cnnf-small)")
-        terms = c3.selectbox("Score terms", TERMS, index=TERMS.index("full"), key="tr_terms", help=TERM_HELP)
+        c1.selectbox(
+            "Architecture",
+            ("auto", *ARCHS),
+            key="tr_arch",
+            help=_help("arch", "auto: cnnf on CUDA, cnnf-small on the CPU"),
+        )
+        c2.number_input(
+            "Image size (px)",
+            0,
+            512,
+            step=16,
+            key="tr_size",
+            help=_help("image_size", "0: the architecture's own (224 for cnnf/alexnet, 64 for cnnf-small)"),
+        )
+        c3.selectbox("Score terms", TERMS, key="tr_terms", help=_help("terms", TERM_HELP))
         c1, c2, c3 = st.columns(3)
-        epochs = c1.number_input("Epochs", 1, 1000, 10, key="tr_epochs")
-        batch = c2.number_input("Batch size", 2, 8192, 128, step=32, key="tr_batch")
-        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%g", key="tr_lr")
+        c1.number_input("Epochs", 1, 1000, key="tr_epochs", help=_help("epochs"))
+        c2.number_input("Batch size", 2, 8192, step=32, key="tr_batch", help=_help("batch_size"))
+        c3.number_input("Learning rate", 1e-6, 1.0, step=1e-4, format="%g", key="tr_lr", help=_help("lr"))
         c1, c2, c3 = st.columns(3)
-        dim = c1.number_input("Visual dimension K", 1, 1024, 100, key="tr_dim")
-        cf_dim = c2.number_input("CF dimension", 1, 1024, 100, key="tr_cfdim")
-        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
+        c1.number_input("Visual dimension K", 1, 1024, key="tr_dim", help=_help("dim"))
+        c2.number_input("CF dimension", 1, 1024, key="tr_cfdim", help=_help("cf_dim"))
+        c3.number_input("Seed", 0, 2**31 - 1, key="tr_seed", help=_help("seed"))
         c1, c2 = st.columns(2)
         with c1:
-            device = _device_select("tr_device")
-        max_minutes = c2.number_input("Time limit (minutes, 0 = none)", 0.0, 10000.0, 0.0, key="tr_max",
-                                      help="Stops resumably after this long")
+            _device_select("tr_device")
+        c2.number_input(
+            "Time limit (minutes, 0 = none)",
+            0.0,
+            10000.0,
+            key="tr_max",
+            help=_help("max_minutes", "Stops resumably after this long"),
+        )
+        with st.expander("Advanced options"):
+            _advanced_options()
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if submitted:
-        _start(dict(data=str(paths.data_root() / data), arch=arch, image_size=int(image_size),
-                    epochs=int(epochs), batch_size=int(batch), lr=float(lr), dim=int(dim),
-                    cf_dim=int(cf_dim), terms=terms, device=device, seed=int(seed),
-                    max_minutes=float(max_minutes)), name)
+        ss = st.session_state
+        values = {field: kind(ss[key]) for field, (key, kind) in NEW_RUN.items()}
+        if ss.get(PRESET_KEY):  # preset fields the form does not show
+            values = {**{f: v for f, v in PRESETS[PRESET].items() if f not in NEW_RUN}, **values}
+        _start(dict(data=str(paths.data_root() / data), **values), name)
+
+
+def _advanced_options() -> None:
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox(
+        "Negatives",
+        NEGATIVE_POOLS,
+        key="tr_negatives",
+        help=_help(
+            "negatives", "The pool a triplet's negative is drawn from: warm items only, or all items (the paper)"
+        ),
+    )
+    c2.selectbox(
+        "Normalisation",
+        NORMS,
+        key="tr_norm",
+        help=_help("norm", "batch: BatchNorm after every conv and hidden fc layer; none: the paper's CNN-F"),
+    )
+    c3.selectbox(
+        "θ initialisation",
+        THETA_INITS,
+        key="tr_theta_init",
+        help=_help("theta_init", "normal: N(0, 0.01); uniform: U(0, 0.01), as the original code"),
+    )
+    c1, c2, c3 = st.columns(3)
+    c1.number_input(
+        "Dropout",
+        0.0,
+        0.95,
+        step=0.05,
+        format="%g",
+        key="tr_dropout",
+        help=_help("dropout", "On the CNN's hidden fc layers"),
+    )
+    c2.selectbox(
+        "LR schedule",
+        LR_SCHEDULES,
+        key="tr_lr_schedule",
+        help=_help("lr_schedule", "Learning-rate schedule; plateau follows the validation AUC"),
+    )
+    c3.number_input(
+        "Patience",
+        0,
+        1000,
+        key="tr_patience",
+        help=_help("patience", "Stop after this many epochs without validation gain (0: never)"),
+    )
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("L2 on CNN weights", 0.0, 100.0, step=1e-4, format="%g", key="tr_l2_cnn", help=_help("l2_cnn"))
+    c2.number_input("L2 on θ rows", 0.0, 100.0, step=0.1, format="%g", key="tr_l2_theta", help=_help("l2_theta"))
+    c3.number_input("L2 on γ and β rows", 0.0, 100.0, step=1e-4, format="%g", key="tr_l2_cf", help=_help("l2_cf"))
+    st.checkbox(
+        "In-batch negatives",
+        key="tr_in_batch",
+        help=_help(
+            "in_batch",
+            "Rank each positive against every other image of its batch too; off: one sampled "
+            "negative per positive (the paper)",
+        ),
+    )
 
 
 def _finetune_form(datasets: list[str], models: list[str]) -> None:
@@ -121,26 +288,52 @@ def _finetune_form(datasets: list[str], models: list[str]) -> None:
         return
     with st.form("finetune", border=False):
         c1, c2 = st.columns(2)
-        source = c1.selectbox("Start from run", models, key="ft_source",
-                              index=models.index(state.active_model()) if state.active_model() in models else 0)
-        data = c2.selectbox("Dataset", datasets, key="ft_data",
-                            index=datasets.index(state.active_data()) if state.active_data() in datasets else 0,
-                            help="Users and items are matched by id; new ones start fresh")
+        source = c1.selectbox(
+            "Start from run",
+            models,
+            key="ft_source",
+            index=models.index(state.active_model()) if state.active_model() in models else 0,
+        )
+        data = c2.selectbox(
+            "Dataset",
+            datasets,
+            key="ft_data",
+            index=datasets.index(state.active_data()) if state.active_data() in datasets else 0,
+            help="Users and items are matched by id; new ones start fresh",
+        )
         c1, c2, c3 = st.columns(3)
         st.session_state.setdefault("ft_name", time.strftime("finetune-%Y%m%d-%H%M"))
         name = c1.text_input("Run name", key="ft_name")
-        epochs = c2.number_input("Epochs", 1, 1000, 3, key="ft_epochs")
-        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-4, step=1e-5, format="%g", key="ft_lr")
+        epochs = c2.number_input("Epochs", 1, 1000, FINETUNE["epochs"], key="ft_epochs", help=_help("epochs"))
+        lr = c3.number_input(
+            "Learning rate", 1e-6, 1.0, FINETUNE["lr"], step=1e-5, format="%g", key="ft_lr", help=_help("lr")
+        )
         c1, c2 = st.columns(2)
-        batch = c1.number_input("Batch size", 2, 8192, 128, step=32, key="ft_batch")
+        batch = c1.number_input(
+            "Batch size", 2, 8192, int(_default("batch_size")), step=32, key="ft_batch", help=_help("batch_size")
+        )
         with c2:
             device = _device_select("ft_device")
-        freeze = st.checkbox("Freeze the CNN (train only the user and item embeddings)", key="ft_freeze")
+        freeze = st.checkbox(
+            "Freeze the CNN (train only the user and item embeddings)",
+            key="ft_freeze",
+            value=bool(_default("freeze_cnn")),
+            help=_help("freeze_cnn"),
+        )
         submitted = st.form_submit_button("Start fine-tuning", type="primary", icon=":material/play_arrow:")
     if submitted:
-        _start(dict(data=str(paths.data_root() / data), init_from=str(paths.models_root() / source),
-                    freeze_cnn=bool(freeze), epochs=int(epochs), lr=float(lr), batch_size=int(batch),
-                    device=device), name)
+        _start(
+            dict(
+                data=str(paths.data_root() / data),
+                init_from=str(paths.models_root() / source),
+                freeze_cnn=bool(freeze),
+                epochs=int(epochs),
+                lr=float(lr),
+                batch_size=int(batch),
+                device=device,
+            ),
+            name,
+        )
 
 
 # ------------------------------------------------------------------------------ following
@@ -155,14 +348,20 @@ def _live_body(run_name: str) -> None:
     run_st = jobs.run_state(run)
     previous = st.session_state.get("_live_prev")
     st.session_state["_live_prev"] = (run_name, run_st)
-    if previous and previous[0] == run_name and previous[1] in ("running", "starting") \
-            and run_st not in ("running", "starting"):
+    if (
+        previous
+        and previous[0] == run_name
+        and previous[1] in ("running", "starting")
+        and run_st not in ("running", "starting")
+    ):
         st.rerun()  # the job ended: refresh the whole page (runs table, sidebar)
 
     step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
     message = str(status.get("message") or "").replace("resume with --resume", "resume it below")
-    st.markdown(f"**{run_name}** :{STATE_BADGES.get(run_st, 'gray')}-badge[{run_st}]"
-                + (f" {message}" if message and run_st != "failed" else ""))
+    st.markdown(
+        f"**{run_name}** :{STATE_BADGES.get(run_st, 'gray')}-badge[{run_st}]"
+        + (f" {message}" if message and run_st != "failed" else "")
+    )
     if total:
         st.progress(min(step / total, 1.0), text=f"step {step:,} of {total:,}")
     elif run_st in ("running", "starting"):
@@ -178,25 +377,30 @@ def _live_body(run_name: str) -> None:
     m[4].metric("ETA", _fmt_seconds(status.get("eta_s")) if run_st == "running" else "-")
 
     if run_st == "failed":
-        errors.show_problem(f"The run failed: {status.get('message') or 'no message'}",
-                            "The end of its log is below. Fix the cause and resume it, or start a new run.")
+        errors.show_problem(
+            f"The run failed: {status.get('message') or 'no message'}",
+            "The end of its log is below. Fix the cause and resume it, or start a new run.",
+        )
         st.code(jobs.job_log(run, 30) or "(no log)", language=None)
     elif run_st == "interrupted":
-        st.warning("The job's process is gone (killed or the machine restarted) while it was running: "
-                   "resume it from its last checkpoint.", icon=":material/warning:")
+        st.warning(
+            "The job's process is gone (killed or the machine restarted) while it was running: "
+            "resume it from its last checkpoint.",
+            icon=":material/warning:",
+        )
 
     # the charts change only when metrics.jsonl does: drawn once per version of it
-    key = (str(run), loaders.metrics_stamp(run), int(status.get("epochs") or 1))
-    loss_fig, auc_fig = maps.cached_figure("tr_curves", key, lambda: _curves(run, key[2]))
+    key = (str(run), paths.metrics_stamp(run), int(status.get("epochs") or 1))
+    loss_fig, auc_fig = figures.cached_figure("tr_curves", key, lambda: _curves(run, key[2]))
     c1, c2 = st.columns(2)
     with c1:
         if loss_fig is not None:
-            st.plotly_chart(loss_fig, config={"displaylogo": False})
+            figures.chart(loss_fig)
         else:
             st.caption("The loss curve appears after the first logged steps.")
     with c2:
         if auc_fig is not None:
-            st.plotly_chart(auc_fig, config={"displaylogo": False})
+            figures.chart(auc_fig)
         else:
             st.caption("The validation AUC curve appears after the first epoch.")
 
@@ -208,13 +412,15 @@ def _live_body(run_name: str) -> None:
             except DVBPRError as exc:
                 errors.show_problem(str(exc))
             else:
-                st.toast("Stop requested: the job finishes its step and saves a checkpoint." if asked
-                         else "The job was no longer running.")
-    elif (run / "last.pt").is_file():
+                st.toast(
+                    "Stop requested: the job finishes its step and saves a checkpoint."
+                    if asked
+                    else "The job was no longer running."
+                )
+    elif (run / LAST).is_file():
         saved = int(status.get("epochs") or 1)
         more = b1.number_input("Epochs in total", 1, 10000, saved + (run_st == "finished"), key="tr_resume_epochs")
-        if b2.button("Resume" if run_st != "finished" else "Continue", icon=":material/play_arrow:",
-                     key="tr_resume"):
+        if b2.button("Resume" if run_st != "finished" else "Continue", icon=":material/play_arrow:", key="tr_resume"):
             try:
                 cfg = resume_config(run, epochs=int(more))
                 resolve_device(cfg.device)
@@ -238,13 +444,26 @@ def _curves(run: Path, epochs_planned: int) -> tuple[go.Figure | None, go.Figure
     aucs = [r for r in records if r.get("type") == "epoch" and isinstance(r.get("val_auc"), (int, float))]
     loss_fig = auc_fig = None
     if steps:
-        loss_fig = _chart(go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps],
-                                               mode="lines+markers", line=dict(color="#5b4bdb"), name="loss")),
-                          "Training loss (BPR)", "step")
+        loss_fig = _chart(
+            go.Figure(
+                go.Scatter(
+                    x=[r["step"] for r in steps],
+                    y=[r["loss"] for r in steps],
+                    mode="lines+markers",
+                    line=dict(color="#5b4bdb"),
+                    name="loss",
+                )
+            ),
+            "Training loss (BPR)",
+            "step",
+        )
     if aucs:
         values = [r["val_auc"] for r in aucs]
-        auc_fig = go.Figure(go.Scatter(x=[r["epoch"] for r in aucs], y=values,
-                                       mode="lines+markers", line=dict(color="#e8590c"), name="val AUC"))
+        auc_fig = go.Figure(
+            go.Scatter(
+                x=[r["epoch"] for r in aucs], y=values, mode="lines+markers", line=dict(color="#e8590c"), name="val AUC"
+            )
+        )
         auc_fig.update_yaxes(range=[min(values + [0.5]) - 0.02, min(1.0, max(values) + 0.05)])
         auc_fig.update_xaxes(dtick=1, range=[0.5, max(epochs_planned, len(values)) + 0.5])
         auc_fig = _chart(auc_fig, "Validation AUC", "epoch")
@@ -252,9 +471,14 @@ def _curves(run: Path, epochs_planned: int) -> tuple[go.Figure | None, go.Figure
 
 
 def _chart(fig: go.Figure, title: str, xlabel: str) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=260,
-                      margin=dict(l=4, r=4, t=36, b=4), xaxis_title=xlabel, plot_bgcolor="#fbfbfe",
-                      showlegend=False)
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)),
+        height=260,
+        margin=dict(l=4, r=4, t=36, b=4),
+        xaxis_title=xlabel,
+        plot_bgcolor=figures.PLOT_BG,
+        showlegend=False,
+    )
     return fig
 
 
@@ -263,35 +487,51 @@ def _runs_table(runs: list) -> None:
     if not runs:
         st.caption(f"No runs under {paths.display(paths.models_root())}/ yet.")
         return
-    frame = pd.DataFrame([{
-        "run": r.name,
-        "state": r.state,
-        "dataset": Path(r.data).name if r.data else "",
-        "architecture": r.arch,
-        "epoch": f"{r.epoch}/{r.epochs}" if r.epochs else "",
-        "best val AUC": r.best_val_auc,
-        "updated": paths.age(r.updated_at),
-        "checkpoint": r.has_checkpoint,
-        "active": r.name == state.active_model(),
-    } for r in runs])
-    st.dataframe(frame, hide_index=True, width="stretch", column_config={
-        "best val AUC": st.column_config.NumberColumn(format="%.4f"),
-        "checkpoint": st.column_config.CheckboxColumn(),
-        "active": st.column_config.CheckboxColumn("active model"),
-    })
+    frame = pd.DataFrame(
+        [
+            {
+                "run": r.name,
+                "state": r.state,
+                "dataset": Path(r.data).name if r.data else "",
+                "architecture": r.arch,
+                "epoch": f"{r.epoch}/{r.epochs}" if r.epochs else "",
+                "best val AUC": r.best_val_auc,
+                "updated": paths.age(r.updated_at),
+                "checkpoint": r.has_checkpoint,
+                "active": r.name == state.active_model(),
+            }
+            for r in runs
+        ]
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "best val AUC": st.column_config.NumberColumn(format="%.4f"),
+            "checkpoint": st.column_config.CheckboxColumn(),
+            "active": st.column_config.CheckboxColumn("active model"),
+        },
+    )
     usable = [r.name for r in runs if r.has_checkpoint and r.state not in ("running", "starting")]
     if usable:
         c1, c2, _ = st.columns([2, 1.4, 3], vertical_alignment="bottom")
-        pick = c1.selectbox("Run with a checkpoint", usable, key="tr_use_pick",
-                            index=usable.index(state.active_model()) if state.active_model() in usable else 0)
+        pick = c1.selectbox(
+            "Run with a checkpoint",
+            usable,
+            key="tr_use_pick",
+            index=usable.index(state.active_model()) if state.active_model() in usable else 0,
+        )
         if c2.button("Make it the active model", icon=":material/check_circle:", key="tr_use"):
             state.set_model(pick)
             st.rerun()
 
 
 def main() -> None:
-    style.header("Train", "Training runs in the background: it survives closing the tab and "
-                 "restarting the app. Follow it live here.")
+    style.header(
+        "Train",
+        "Training runs in the background: it survives closing the tab and restarting the app. Follow it live here.",
+    )
     datasets = paths.list_datasets()
     runs = jobs.list_runs(paths.models_root())
     models = [r.name for r in runs if r.has_checkpoint]
@@ -299,8 +539,9 @@ def main() -> None:
     with left:
         st.subheader("Start a run", anchor=False)
         if not datasets:
-            errors.show_problem(f"No dataset under {paths.display(paths.data_root())}/.",
-                                "Import one on the Data page.", page="data")
+            errors.show_problem(
+                f"No dataset under {paths.display(paths.data_root())}/.", "Import one on the Data page.", page="data"
+            )
         else:
             tab_new, tab_ft = st.tabs(["New run", "Fine-tune a run"])
             with tab_new:
@@ -320,8 +561,9 @@ def main() -> None:
                 ss["tr_follow"] = ss.pop("train_follow")
             if ss.get("tr_follow") not in names:
                 running = [r.name for r in runs if r.state in ("running", "starting")]
-                ss["tr_follow"] = running[0] if running else (
-                    state.active_model() if state.active_model() in names else names[0])
+                ss["tr_follow"] = (
+                    running[0] if running else (state.active_model() if state.active_model() in names else names[0])
+                )
             follow = st.selectbox("Run", names, key="tr_follow")
             live = jobs.run_state(paths.models_root() / follow) in ("running", "starting")
             st.fragment(_live, run_every=2 if live else None)(follow)
@@ -329,4 +571,4 @@ def main() -> None:
     _runs_table(runs)
 
 
-errors.run_page(main)
+shell.run_page(main)

@@ -1,4 +1,8 @@
-"""Upload: cold start for a new image - who would like it, what it resembles, where it sits."""
+"""Upload: cold start for a new image - who would like it, what it resembles, where it sits.
+
+The image goes through the CNN once (loaders.cold_item, cached per image): its pixels, phi and
+every user's score serve the user list, the histogram, the similar items and the map.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from dvbpr.embedmap import place
 from dvbpr.errors import ImageError
-from ui import errors, grid, loaders, maps, style
+from ui import errors, figures, grid, loaders, maps, shell, style
 
 HISTORY_THUMBS = 8
 
@@ -17,19 +22,31 @@ HISTORY_THUMBS = 8
 def _image_input(rec) -> tuple[bytes, str, str | None] | None:
     """(bytes, name, catalogue item id or None) of the chosen image, or None when none yet."""
     ds = rec.dataset
-    source = st.segmented_control("Image source", ["Upload a file", "Catalogue item"],
-                                  default="Upload a file", key="up_source") or "Upload a file"
+    source = (
+        st.segmented_control(
+            "Image source", ["Upload a file", "Catalogue item"], default="Upload a file", key="up_source"
+        )
+        or "Upload a file"
+    )
     if source == "Upload a file":
-        upload = st.file_uploader("An image (JPEG, PNG or WebP, up to 10 MB)",
-                                  type=["jpg", "jpeg", "png", "webp"], key="up_file")
+        upload = st.file_uploader(
+            "An image (JPEG, PNG or WebP, up to 10 MB)", type=["jpg", "jpeg", "png", "webp"], key="up_file"
+        )
         if upload is None:
-            st.info("Upload an image to see which users the model would show it to, the catalogue "
-                    "items it resembles and its place on the embedding map.", icon=":material/upload:")
+            st.info(
+                "Upload an image to see which users the model would show it to, the catalogue "
+                "items it resembles and its place on the embedding map.",
+                icon=":material/upload:",
+            )
             return None
         return upload.getvalue(), upload.name, None
     titles = ds.item_titles
-    item = st.selectbox("Catalogue item", ds.items.ids, key="up_item",
-                        format_func=lambda i: f"{i} · {(titles[ds.items.index(i)] if titles else '') or ''}")
+    item = st.selectbox(
+        "Catalogue item",
+        ds.items.ids,
+        key="up_item",
+        format_func=lambda i: f"{i} · {(titles[ds.items.index(i)] if titles else '') or ''}",
+    )
     path = ds.image_paths[ds.items.index(item)]
     try:
         return path.read_bytes(), path.name, item
@@ -46,14 +63,11 @@ def main() -> None:
         return
     raw, name, item_id = chosen
     try:
-        pixels = rec.preprocess(raw, name=name)
+        item = loaders.cold_item(raw, name)
     except ImageError as exc:
-        errors.show_problem(f"{name} is not a usable image: {exc}",
-                            "Upload a JPEG, PNG or WebP image.")
+        errors.show_problem(f"{name} is not a usable image: {exc}", "Upload a JPEG, PNG or WebP image.")
         return
-    size = pixels.shape[0]
-    phi = rec.embed_image(pixels)
-    all_scores = rec.user_scores_for_image(pixels)
+    size = item.pixels.shape[0]
 
     top_col, hist_col = st.columns([2, 3], gap="large")
     with top_col:
@@ -66,82 +80,133 @@ def main() -> None:
                 st.caption(name)
         with b:
             st.markdown("**As the model sees it**")
-            st.image(pixels, width="stretch", caption=f"{size}×{size}, padded to a white square")
+            st.image(item.pixels, width="stretch", caption=f"{size}×{size}, padded to a white square")
     with hist_col:
         k = st.slider("Users to list", 5, 30, 10, key="up_k")
-        users, scores = rec.rank_users(pixels, k=k, name=name)
-        st.plotly_chart(_histogram(all_scores, users, scores), config={"displaylogo": False},
-                        key="up_hist")
+        users, scores = item.top_users(rec, k)
+        figures.chart(_histogram(item.user_scores, users, scores), key="up_hist")
 
-    st.subheader(f"Users who would rank it highest", anchor=False,
-                 help="theta_u · phi(image) + the mean item bias, as for a cold item")
+    st.subheader(
+        "Users who would rank it highest",
+        anchor=False,
+        help="theta_u · phi(image) + the mean item bias, as for a cold item",
+    )
     st.html(_user_rows(rec, users, scores))
 
     sim_col, map_col = st.columns([3, 2], gap="large")
     with sim_col:
-        st.subheader("Visually most similar catalogue items", anchor=False,
-                     help="Nearest items by cosine similarity of phi")
-        sim_ids, sims = (rec.similar_items(item_id=item_id, k=12) if item_id is not None
-                         else rec.similar_items(image=pixels, k=12))
+        st.subheader(
+            "Visually most similar catalogue items", anchor=False, help="Nearest items by cosine similarity of phi"
+        )
+        sim_ids, sims = (
+            rec.similar_items(item_id=item_id, k=12) if item_id is not None else item.similar_items(rec, k=12)
+        )
         titles, cats = ds.item_titles, ds.item_categories
-        grid.image_grid([grid.Card(
-            ds.image_paths[ds.items.index(i)], (titles[ds.items.index(i)] if titles else "") or i,
-            [f"{i} · {(cats[ds.items.index(i)] if cats else '') or '-'}", f"cosine {s:.4f}"],
-            badge=f"#{r}") for r, (i, s) in enumerate(zip(sim_ids, sims), 1)], min_px=118)
+        grid.image_grid(
+            [
+                grid.Card(
+                    ds.image_paths[ds.items.index(i)],
+                    (titles[ds.items.index(i)] if titles else "") or i,
+                    [f"{i} · {(cats[ds.items.index(i)] if cats else '') or '-'}", f"cosine {s:.4f}"],
+                    badge=f"#{r}",
+                )
+                for r, (i, s) in enumerate(zip(sim_ids, sims, strict=True), 1)
+            ],
+            min_px=118,
+        )
     with map_col:
-        st.subheader("On the embedding map", anchor=False,
-                     help="Placed at the similarity-weighted mean of its 10 nearest items' map positions")
-        _map(rec, phi.detach().cpu().numpy(), sim_ids, item_id)
+        st.subheader(
+            "On the embedding map",
+            anchor=False,
+            help="Placed at the similarity-weighted mean of its 10 nearest items' map positions",
+        )
+        _map(rec, item.phi, sim_ids, item_id)
 
 
 def _histogram(all_scores: np.ndarray, users: list[str], scores: np.ndarray) -> go.Figure:
-    fig = go.Figure(go.Histogram(x=all_scores, nbinsx=60, marker_color="#c9c6da", name="all users",
-                                 hovertemplate="score %{x}<br>%{y} users<extra></extra>"))
-    fig.add_trace(go.Scatter(x=scores, y=np.zeros(len(scores)), mode="markers", name=f"top {len(users)}",
-                             text=users, hovertemplate="%{text}: %{x:.3f}<extra></extra>",
-                             marker=dict(color="#e8590c", size=10, symbol="triangle-up")))
+    fig = go.Figure(
+        go.Histogram(
+            x=all_scores,
+            nbinsx=60,
+            marker_color="#c9c6da",
+            name="all users",
+            hovertemplate="score %{x}<br>%{y} users<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=scores,
+            y=np.zeros(len(scores)),
+            mode="markers",
+            name=f"top {len(users)}",
+            text=users,
+            hovertemplate="%{text}: %{x:.3f}<extra></extra>",
+            marker=dict(color="#e8590c", size=10, symbol="triangle-up"),
+        )
+    )
     if len(scores):
-        fig.add_vline(x=float(scores[-1]), line_dash="dot", line_color="#e8590c",
-                      annotation_text=f"top {len(users)}", annotation_position="top")
-    fig.update_layout(height=300, margin=dict(l=4, r=4, t=30, b=4), bargap=0.05, showlegend=False,
-                      xaxis_title=f"predicted score over all {len(all_scores):,} users",
-                      yaxis_title="users", plot_bgcolor="#fbfbfe")
+        fig.add_vline(
+            x=float(scores[-1]),
+            line_dash="dot",
+            line_color="#e8590c",
+            annotation_text=f"top {len(users)}",
+            annotation_position="top",
+        )
+    fig.update_layout(
+        height=300,
+        margin=dict(l=4, r=4, t=30, b=4),
+        bargap=0.05,
+        showlegend=False,
+        xaxis_title=f"predicted score over all {len(all_scores):,} users",
+        yaxis_title="users",
+        plot_bgcolor=figures.PLOT_BG,
+    )
     return fig
 
 
 def _user_rows(rec, users: list[str], scores: np.ndarray) -> str:
     ds = rec.dataset
-    head = ('<div class="dv-row dv-head"><div>#</div><div>user</div><div>score</div>'
-            f'<div>recent history (last {HISTORY_THUMBS})</div></div>')
+    head = (
+        '<div class="dv-row dv-head"><div>#</div><div>user</div><div>score</div>'
+        f"<div>recent history (last {HISTORY_THUMBS})</div></div>"
+    )
     rows = []
-    for r, (user, score) in enumerate(zip(users, scores), 1):
+    for r, (user, score) in enumerate(zip(users, scores, strict=True), 1):
         history = rec.user_history(user)[::-1][:HISTORY_THUMBS]
         idx = ds.items.indices(history) if history else []
         titles = [(ds.item_titles[i] if ds.item_titles else "") or ds.items.id(i) for i in idx]
         strip = grid.strip([ds.image_paths[i] for i in idx], px=46, tooltips=titles)
-        rows.append(f'<div class="dv-row"><div>{r}</div><div><b>{html.escape(user)}</b></div>'
-                    f'<div>{score:.3f}</div><div>{strip}</div></div>')
+        rows.append(
+            f'<div class="dv-row"><div>{r}</div><div><b>{html.escape(user)}</b></div>'
+            f"<div>{score:.3f}</div><div>{strip}</div></div>"
+        )
     return "<div>" + head + "".join(rows) + "</div>"
 
 
 def _map(rec, phi_new: np.ndarray, sim_ids: list[str], item_id: str | None) -> None:
-    from dvbpr.embedmap import place
-
     run, _, _ = loaders.recommender_key()
     coords, map_key = loaders.embedding_map(run)
     if coords is None or len(coords) != rec.dataset.n_items:
-        st.info("The embedding map of this model is not computed yet. Open the Embeddings page to "
-                "compute it (in the background, about a minute).", icon=":material/scatter_plot:")
+        st.info(
+            "The embedding map of this model is not computed yet. Open the Embeddings page to "
+            "compute it (in the background, about a minute).",
+            icon=":material/scatter_plot:",
+        )
         st.page_link("pages/embeddings.py", label="Open the Embeddings page", icon=":material/arrow_forward:")
         return
     x, y = place(coords, rec.item_embeddings(), phi_new, k=10)
-    layers = [{"idx": rec.dataset.items.indices(sim_ids), "name": "most similar", "color": "#5b4bdb",
-               "size": 8},
-              {"xy": [[x, y]], "name": "this image" if item_id is None else item_id, "color": "#e8590c",
-               "size": 18, "symbol": "star"}]
+    layers = [
+        {"idx": rec.dataset.items.indices(sim_ids), "name": "most similar", "color": "#5b4bdb", "size": 8},
+        {
+            "xy": [[x, y]],
+            "name": "this image" if item_id is None else item_id,
+            "color": "#e8590c",
+            "size": 18,
+            "symbol": "star",
+        },
+    ]
     picture = maps.cached_catalogue_picture(map_key, coords)
-    maps.show(maps.highlight_figure(coords, loaders.item_hover(), layers, height=420, picture=picture),
-              key="up_map")
+    maps.show(maps.highlight_figure(coords, loaders.item_hover(), layers, height=420, picture=picture), key="up_map")
 
 
-errors.run_page(main)
+shell.run_page(main)

@@ -132,6 +132,28 @@ def test_recommendations_user_switch_changes_grids():
     assert sum(_points(t["x"]) for t in spec["data"]) < 100  # not the 240 catalogue items
 
 
+def test_recommendations_user_metrics_are_the_evaluations(roots):
+    """The test item's rank and the user's AUC are that user's row of the evaluation the Evaluate
+    page shows (not a recomputation that could disagree with it)."""
+    from ui import loaders, paths
+
+    run, data = roots["models"] / "default", roots["data"] / "default"
+    key = (str(run), paths.checkpoint_stamp(paths.checkpoint_path(run)), str(data))
+    result, rec = loaders._ranking(*key, "test"), loaders._recommender(*key)
+    at = ok(app())
+    for user in [at.selectbox(key="rec_user").value, *at.selectbox(key="rec_user").options[5:7]]:
+        at.selectbox(key="rec_user").set_value(user).run()
+        ok(at)
+        row = loaders.user_ranking(result, rec.dataset.users.index(user))
+        metrics = {m.label: m.value for m in at.metric}
+        if row is None:
+            assert metrics["User AUC"] == "-"
+            continue
+        assert metrics["User AUC"] == f"{row['auc']:.3f}"
+        assert metrics["Test item rank"] == f"{int(row['best_rank']):,}"
+        assert metrics["Hit@20"] == ("Yes" if row["best_rank"] <= 20 else "No")
+
+
 def test_recommendations_random_user_and_hit_filter():
     at = ok(app())
     before = at.selectbox(key="rec_user").value
@@ -210,6 +232,29 @@ def test_upload_png_ranks_users():
     assert at.get("plotly_chart")  # histogram and map
 
 
+def test_upload_sends_the_image_through_the_cnn_once(roots):
+    """One forward pass of the CNN serves the users' scores, the top users, the similar items and
+    the map; changing the number of users listed reuses it."""
+    from ui import loaders, paths
+
+    run, data = roots["models"] / "default", roots["data"] / "default"
+    rec = loaders._recommender(str(run), paths.checkpoint_stamp(paths.checkpoint_path(run)), str(data))
+    batches = []
+    hook = rec.model.cnn.register_forward_hook(lambda module, args, out: batches.append(len(out)))
+    try:
+        at = ok(app("pages/upload.py"))
+        at.file_uploader(key="up_file").set_value(("once.png", png_bytes((20, 160, 90)), "image/png")).run()
+        ok(at)
+        assert batches == [1]
+        at.slider(key="up_k").set_value(20).run()
+        ok(at)
+        assert batches == [1]
+    finally:
+        hook.remove()
+    assert html(at).count('class="dv-row"') == 20
+    assert "Visually most similar catalogue items" in [s.value for s in at.subheader]
+
+
 def test_upload_catalogue_item():
     at = ok(app("pages/upload.py"))
     at.segmented_control(key="up_source").set_value("Catalogue item").run()
@@ -232,6 +277,51 @@ def _train_form(at: AppTest, **values) -> AppTest:
         widget.set_value(value)
     [b for b in at.button if b.label == "Start training"][0].click().run()
     return ok(at)
+
+
+# New run form widget -> TrainConfig field
+TRAIN_WIDGETS = {"tr_arch": "arch", "tr_size": "image_size", "tr_terms": "terms", "tr_epochs": "epochs",
+                 "tr_batch": "batch_size", "tr_lr": "lr", "tr_dim": "dim", "tr_cfdim": "cf_dim",
+                 "tr_seed": "seed", "tr_device": "device", "tr_max": "max_minutes",
+                 "tr_negatives": "negatives", "tr_in_batch": "in_batch", "tr_norm": "norm",
+                 "tr_theta_init": "theta_init", "tr_dropout": "dropout", "tr_lr_schedule": "lr_schedule",
+                 "tr_l2_cnn": "l2_cnn", "tr_l2_theta": "l2_theta", "tr_l2_cf": "l2_cf", "tr_patience": "patience"}
+
+
+def _widget_values(at: AppTest) -> dict:
+    return {field: at.session_state[key] for key, field in TRAIN_WIDGETS.items()}
+
+
+def test_train_form_defaults_are_train_configs_and_the_paper_preset(monkeypatch):
+    import dataclasses
+
+    from dvbpr import jobs
+    from dvbpr.train import PRESETS, TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    at = ok(app("pages/train.py"))
+    assert _widget_values(at) == {field: defaults[field] for field in TRAIN_WIDGETS.values()}
+    assert at.checkbox(key="tr_in_batch").value is defaults["in_batch"]  # drawn (advanced options)
+    assert at.selectbox(key="tr_norm").value == defaults["norm"]
+
+    at.toggle(key="tr_preset").set_value(True).run()
+    ok(at)
+    paper = PRESETS["paper"]
+    assert _widget_values(at) == {field: paper.get(field, defaults[field]) for field in TRAIN_WIDGETS.values()}
+    assert at.number_input(key="tr_lr").value == paper["lr"]
+
+    started = []
+    monkeypatch.setattr(jobs, "start_training", lambda cfg, resume=False: started.append(cfg) or 4242)
+    _train_form(at, tr_name="paper-run")
+    assert not errors(at)
+    assert any("Started" in s.value for s in at.success)
+    (cfg,) = started
+    assert {k: getattr(cfg, k) for k in paper} == paper
+    assert cfg.epochs == defaults["epochs"] and cfg.dim == defaults["dim"]
+
+    at.toggle(key="tr_preset").set_value(False).run()  # back to the defaults
+    ok(at)
+    assert _widget_values(at) == {field: defaults[field] for field in TRAIN_WIDGETS.values()}
 
 
 def test_train_form_rejects_a_bad_run_name():
@@ -360,6 +450,7 @@ def test_data_page_stats_and_import(roots, tmp_path):
     ok(at)
     assert (roots["data"] / "copy" / "interactions.csv").is_file()
     assert any("Imported" in s.value for s in at.success)
+    assert not [p.name for p in roots["data"].iterdir() if p.name.startswith(".")]  # no staging folder left
     shutil.rmtree(roots["data"] / "copy")
 
 
@@ -382,3 +473,22 @@ def test_failed_run_as_model():
     at = ok(app(model="broken", data="default"))
     assert "failed before writing a checkpoint" in errors(at)
     assert "loss became nan" in errors(at)
+
+
+def test_error_hints_follow_the_error_class():
+    """The hint under an error is chosen by its class (dvbpr's DatasetChangedError and
+    DeviceUnavailableError where they exist; the message text only before they do)."""
+    from dvbpr import errors as dvbpr_errors
+    from ui import errors as ui_errors
+
+    changed = getattr(dvbpr_errors, "DatasetChangedError", dvbpr_errors.CheckpointError)
+    device = getattr(dvbpr_errors, "DeviceUnavailableError", dvbpr_errors.TrainingError)
+    assert ui_errors.hint_for(changed("the dataset changed since this model was trained")) == (
+        ui_errors.DATASET_CHANGED_HINT, "train")
+    assert ui_errors.hint_for(device("CUDA was requested but no GPU is available here")) == (
+        ui_errors.DEVICE_HINT, None)
+    assert ui_errors.hint_for(dvbpr_errors.CheckpointError("no checkpoint in x"))[1] == "train"
+    assert ui_errors.hint_for(dvbpr_errors.DataError("bad row"))[1] == "data"
+    assert ui_errors.hint_for(dvbpr_errors.ImageError("not an image")) == ("Use a JPEG, PNG or WebP image.", None)
+    assert ui_errors.hint_for(dvbpr_errors.TrainingError("loss became nan")) == ("", None)
+    assert ui_errors.hint_for(dvbpr_errors.JobError("no job")) == ("", None)

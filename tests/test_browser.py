@@ -261,12 +261,13 @@ def test_train_a_run_and_make_it_active(page, server, app_roots):
 
     # follow it live: the state badge and the progress bar, until it has finished
     live_js = """() => {
+      const run = __RUN__;
       const main = document.querySelector('[data-testid="stMain"]');
       const line = Array.from(main.querySelectorAll('[data-testid="stMarkdownContainer"] p'))
-        .find(p => p.querySelector('strong') && p.querySelector('strong').innerText.trim() === %s);
+        .find(p => p.querySelector('strong') && p.querySelector('strong').innerText.trim() === run);
       const bar = main.querySelector('[data-testid="stProgress"]');
       return {line: line ? line.innerText : '', bar: bar ? bar.innerText : ''};
-    }""" % json.dumps(RUN)
+    }""".replace("__RUN__", json.dumps(RUN))
     seen, deadline = [], time.time() + SLOW_MS / 1000
     while time.time() < deadline:
         state = page.evaluate(live_js)

@@ -1,15 +1,19 @@
-"""Errors shown as clear messages with a way forward, never as a traceback."""
+"""Errors shown as clear messages with a way forward, never as a traceback.
+
+A leaf of `ui/`: it imports nothing else from the package, so any module may use it. The hint
+shown under a `dvbpr` error is chosen by the error's class (`HINTS`, most specific first).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import streamlit as st
 
-from dvbpr.errors import (CheckpointError, DataError, DVBPRError, ImageError, JobError,
-                          TrainingError)
+from dvbpr import errors as dvbpr_errors
+from dvbpr.errors import CheckpointError, DataError, DVBPRError, ImageError, TrainingError
 
 log = logging.getLogger("dvbpr.app")
 
@@ -18,6 +22,24 @@ PAGES = {
     "data": ("pages/data.py", "Open the Data page", ":material/database:"),
     "embeddings": ("pages/embeddings.py", "Open the Embeddings page", ":material/scatter_plot:"),
 }
+
+# Subclasses that dvbpr may not define yet: until it does, the two functions below fall back on
+# the message text ("changed since", "CUDA"), the only way to tell these cases apart before.
+_DatasetChangedError: type[DVBPRError] | None = getattr(dvbpr_errors, "DatasetChangedError", None)
+_DeviceUnavailableError: type[DVBPRError] | None = getattr(dvbpr_errors, "DeviceUnavailableError", None)
+
+DATASET_CHANGED_HINT = (
+    "Pick the dataset this model was trained on in the sidebar, or fine-tune the "
+    "model on this dataset on the Train page."
+)
+DEVICE_HINT = "No GPU was detected on this machine: choose device auto or cpu."
+
+HINTS: list[tuple[type[BaseException], tuple[str, str | None]]] = [
+    (CheckpointError, ("Train a model on the Train page, or pick another model in the sidebar.", "train")),
+    (DataError, ("Fix the file named above, or pick or import another dataset on the Data page.", "data")),
+    (ImageError, ("Use a JPEG, PNG or WebP image.", None)),
+]
+"""(error class, (hint, page)) after the two cases above: the first class that matches gives the hint."""
 
 
 class Problem(Exception):
@@ -28,21 +50,29 @@ class Problem(Exception):
         self.message, self.page, self.hint = message, page, hint
 
 
-def _hint_for(exc: DVBPRError) -> tuple[str, str | None]:
-    text = str(exc)
-    if isinstance(exc, CheckpointError) and "changed since" in text:
-        return ("Pick the dataset this model was trained on in the sidebar, or fine-tune the "
-                "model on this dataset on the Train page.", "train")
-    if isinstance(exc, CheckpointError):
-        return "Train a model on the Train page, or pick another model in the sidebar.", "train"
-    if isinstance(exc, DataError):
-        return "Fix the file named above, or pick or import another dataset on the Data page.", "data"
-    if isinstance(exc, ImageError):
-        return "Use a JPEG, PNG or WebP image.", None
-    if isinstance(exc, TrainingError) and "CUDA" in text:
-        return "Choose device auto or cpu.", None
-    if isinstance(exc, (TrainingError, JobError)):
-        return "", None
+def dataset_changed(exc: BaseException) -> bool:
+    """The checkpoint does not match the dataset it is used with (trained on another version)."""
+    if _DatasetChangedError is not None:
+        return isinstance(exc, _DatasetChangedError)
+    return isinstance(exc, CheckpointError) and "changed since" in str(exc)
+
+
+def device_unavailable(exc: BaseException) -> bool:
+    """A device (CUDA) was asked for that this machine does not have."""
+    if _DeviceUnavailableError is not None:
+        return isinstance(exc, _DeviceUnavailableError)
+    return isinstance(exc, TrainingError) and "CUDA" in str(exc)
+
+
+def hint_for(exc: BaseException) -> tuple[str, str | None]:
+    """(hint, page) shown under the error: what to do and where ("" and None when nothing)."""
+    if dataset_changed(exc):  # before CheckpointError, which it is (or derives from)
+        return DATASET_CHANGED_HINT, "train"
+    if device_unavailable(exc):
+        return DEVICE_HINT, None
+    for cls, hint in HINTS:
+        if isinstance(exc, cls):
+            return hint
     return "", None
 
 
@@ -52,7 +82,7 @@ def show_problem(message: str, hint: str = "", page: str | None = None) -> None:
         path, label, icon = PAGES[page]
         try:
             st.page_link(path, label=label, icon=icon)
-        except Exception:  # page links need st.navigation; never fail over a link
+        except Exception:  # noqa: BLE001 - page links need st.navigation; never fail over a link
             pass
 
 
@@ -61,12 +91,14 @@ def show_exception(exc: BaseException) -> None:
     if isinstance(exc, Problem):
         show_problem(exc.message, exc.hint, exc.page)
     elif isinstance(exc, DVBPRError):
-        hint, page = _hint_for(exc)
+        hint, page = hint_for(exc)
         show_problem(str(exc), hint, page)
     else:
         log.exception("unexpected error in the app")
-        show_problem(f"Unexpected error ({type(exc).__name__}): {exc}",
-                     "The details are in the server log. Reload the page to try again.")
+        show_problem(
+            f"Unexpected error ({type(exc).__name__}): {exc}",
+            "The details are in the server log. Reload the page to try again.",
+        )
 
 
 @contextmanager
@@ -78,22 +110,3 @@ def guard() -> Iterator[None]:
         yield
     except Exception as exc:  # noqa: BLE001 - the whole point: nothing reaches the screen raw
         show_exception(exc)
-
-
-def run_page(main: Callable[[], None], fragment: bool = False) -> None:
-    """Run a page's main function under `guard` (after the shared shell, if app.py did not run
-    it in this script run). With `fragment`, the page body is an st.fragment: its own widgets
-    rerun only it, not the shell (the sidebar) around it."""
-    from . import shell
-
-    shell.ensure()
-    if fragment:
-        @st.fragment
-        def page_body() -> None:
-            with guard():  # a fragment rerun calls this function alone: guard it here
-                main()
-
-        page_body()
-    else:
-        with guard():
-            main()

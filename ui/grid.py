@@ -13,23 +13,30 @@ import io
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import streamlit as st
 from PIL import Image
+
+from dvbpr.errors import ImageError
+from dvbpr.images import load_image
 
 THUMB_PX = 160
 _CACHE_MAX = 20000
 _cache: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 _lock = threading.Lock()
 
-PLACEHOLDER = "data:image/svg+xml;base64," + base64.b64encode(
-    b'<svg xmlns="http://www.w3.org/2000/svg" width="160" height="160">'
-    b'<rect width="160" height="160" fill="#eeedf5"/><text x="80" y="86" font-size="14" '
-    b'text-anchor="middle" fill="#8a87a3" font-family="sans-serif">no image</text></svg>').decode()
+PLACEHOLDER = (
+    "data:image/svg+xml;base64,"
+    + base64.b64encode(
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="160" height="160">'
+        b'<rect width="160" height="160" fill="#eeedf5"/><text x="80" y="86" font-size="14" '
+        b'text-anchor="middle" fill="#8a87a3" font-family="sans-serif">no image</text></svg>'
+    ).decode()
+)
 
 COLORS = {"visual": "#5b4bdb", "collaborative": "#18a38a", "bias": "#b0adc4"}
 
@@ -43,9 +50,6 @@ def encode_jpeg(pixels: np.ndarray | Image.Image, quality: int = 85) -> str:
 
 def thumb_uri(path: str | os.PathLike, size: int = THUMB_PX) -> str:
     """A data URI of the image as a size x size JPEG (placeholder when unreadable)."""
-    from dvbpr.errors import ImageError
-    from dvbpr.images import load_image
-
     path = str(path)
     try:
         mtime = os.stat(path).st_mtime_ns
@@ -91,27 +95,32 @@ def _breakdown_html(parts: dict[str, float]) -> str:
         segs.append(f'<span style="{style}"></span>')
         short = {"visual": "vis", "collaborative": "cf", "bias": "β"}.get(name, name)
         labels.append(f'<span style="color:{colour}" title="{name} {value:+.4f}">{short}&nbsp;{value:+.2f}</span>')
-    return (f'<div class="dv-bar">{"".join(segs)}</div>'
-            f'<div class="dv-parts">{" ".join(labels)}</div>')
+    return f'<div class="dv-bar">{"".join(segs)}</div><div class="dv-parts">{" ".join(labels)}</div>'
 
 
 def render(cards: Sequence[Card], min_px: int = 128) -> str:
     tiles = []
     for card in cards:
-        src = card.image if isinstance(card.image, str) and card.image.startswith("data:") \
-            else thumb_uri(card.image)
+        src = card.image if isinstance(card.image, str) and card.image.startswith("data:") else thumb_uri(card.image)
         cls = "dv-card" + (" dv-hl" if card.highlight else "")
-        badge = (f'<span class="dv-badge dv-badge-{card.badge_kind or "plain"}">'
-                 f'{html.escape(card.badge)}</span>') if card.badge else ""
+        badge = (
+            (f'<span class="dv-badge dv-badge-{card.badge_kind or "plain"}">{html.escape(card.badge)}</span>')
+            if card.badge
+            else ""
+        )
         lines = "".join(f'<div class="dv-meta">{html.escape(line)}</div>' for line in card.lines)
         bar = _breakdown_html(card.parts) if card.parts else ""
         tip = html.escape(card.tooltip or card.title, quote=True)
         tiles.append(
             f'<div class="{cls}" title="{tip}"><div class="dv-img">{badge}'
             f'<img src="{src}" alt="{tip}" decoding="async"/></div>'
-            f'<div class="dv-title">{html.escape(card.title)}</div>{lines}{bar}</div>')
-    return (f'<div class="dv-grid" style="grid-template-columns:repeat(auto-fill,minmax({min_px}px,1fr))">'
-            + "".join(tiles) + "</div>")
+            f'<div class="dv-title">{html.escape(card.title)}</div>{lines}{bar}</div>'
+        )
+    return (
+        f'<div class="dv-grid" style="grid-template-columns:repeat(auto-fill,minmax({min_px}px,1fr))">'
+        + "".join(tiles)
+        + "</div>"
+    )
 
 
 def image_grid(cards: Sequence[Card], min_px: int = 128, empty: str = "Nothing to show.") -> None:
@@ -124,6 +133,8 @@ def image_grid(cards: Sequence[Card], min_px: int = 128, empty: str = "Nothing t
 def strip(paths: Sequence[str | Path], px: int = 44, tooltips: Sequence[str] = ()) -> str:
     """A row of small thumbnails (HTML), e.g. a user's history in a table."""
     tips = list(tooltips) + [""] * (len(paths) - len(tooltips))
-    imgs = "".join(f'<img src="{thumb_uri(p, 96)}" title="{html.escape(t, quote=True)}" '
-                   f'style="width:{px}px;height:{px}px"/>' for p, t in zip(paths, tips))
+    imgs = "".join(
+        f'<img src="{thumb_uri(p, 96)}" title="{html.escape(t, quote=True)}" style="width:{px}px;height:{px}px"/>'
+        for p, t in zip(paths, tips, strict=False)
+    )
     return f'<div class="dv-strip">{imgs}</div>'

@@ -1,31 +1,33 @@
 """Cached loaders. Resources (the Recommender, rankings, datasets) with st.cache_resource keyed by
-(run folder, checkpoint mtime, dataset folder); small tables with st.cache_data."""
+(run folder, checkpoint mtime, dataset folder); small tables with st.cache_data. The stamps in
+the keys come from `paths`."""
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import streamlit as st
+import torch
 
+from dvbpr import evaluate as dvbpr_evaluate
+from dvbpr.data import load_dataset
+from dvbpr.diagnostics import embedding_report as _report
+from dvbpr.embedmap import load_map, map_path
 from dvbpr.errors import DVBPRError
+from dvbpr.evaluate import evaluate_baselines, evaluate_model
+from dvbpr.evaluate_core import RankingResult
+from dvbpr.jobs import job_log, run_state
+from dvbpr.recommender import Recommender
+from dvbpr.train import read_metrics, read_status
 
-from . import paths, state
+from . import maps, paths, state
 from .errors import Problem
 
-
-def dataset_stamp(path: str | Path) -> tuple:
-    """Changes whenever the dataset's CSV files change (cache key)."""
-    stamp = []
-    for name in ("interactions.csv", "items.csv"):
-        try:
-            st_ = os.stat(Path(path) / name)
-            stamp.append((st_.st_size, st_.st_mtime_ns))
-        except OSError:
-            stamp.append(None)
-    return tuple(stamp)
+KS = (20, 100)  # the cut-offs of the app's metrics
 
 
 # ------------------------------------------------------------------------------- datasets
@@ -33,78 +35,86 @@ def require_dataset(name: str | None = None) -> Path:
     name = name or state.active_data()
     path = paths.data_root() / name
     if not (path / "interactions.csv").is_file():
-        raise Problem(f"No dataset in {paths.display(path)}.",
-                      page="data", hint="Import one on the Data page, or pick another dataset in the sidebar.")
+        raise Problem(
+            f"No dataset in {paths.display(path)}.",
+            page="data",
+            hint="Import one on the Data page, or pick another dataset in the sidebar.",
+        )
     return path
 
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=6)
 def _dataset(path: str, stamp: tuple):
-    from dvbpr.data import load_dataset
-
     return load_dataset(path)
 
 
 def dataset(path: str | Path):
-    return _dataset(str(path), dataset_stamp(path))
+    return _dataset(str(path), paths.dataset_stamp(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _dataset_tables(path: str, stamp: tuple) -> dict[str, Any]:
     ds = _dataset(path, stamp)
     info = ds.info()
-    per_user = np.bincount(ds.train[:, 0], minlength=ds.n_users) \
-        + np.bincount(ds.val[:, 0], minlength=ds.n_users) + np.bincount(ds.test[:, 0], minlength=ds.n_users)
-    return {"info": info, "per_user": per_user, "popularity": ds.item_popularity.copy(),
-            "warnings": list(ds.warnings)}
+    per_user = (
+        np.bincount(ds.train[:, 0], minlength=ds.n_users)
+        + np.bincount(ds.val[:, 0], minlength=ds.n_users)
+        + np.bincount(ds.test[:, 0], minlength=ds.n_users)
+    )
+    return {"info": info, "per_user": per_user, "popularity": ds.item_popularity.copy(), "warnings": list(ds.warnings)}
 
 
 def dataset_tables(path: str | Path) -> dict[str, Any]:
-    return _dataset_tables(str(path), dataset_stamp(path))
+    return _dataset_tables(str(path), paths.dataset_stamp(path))
 
 
 # ---------------------------------------------------------------------------------- models
 def require_run(name: str | None = None) -> tuple[Path, Path]:
     """(run folder, checkpoint) of a model, or a Problem saying what to do."""
-    from dvbpr.jobs import job_log, run_state
-
     name = name or state.active_model()
     run = paths.models_root() / name
     if not run.is_dir():
-        raise Problem(f"No model in {paths.display(run)}: train one on the Train page.",
-                      page="train", hint="Or pick another model in the sidebar.")
+        raise Problem(
+            f"No model in {paths.display(run)}: train one on the Train page.",
+            page="train",
+            hint="Or pick another model in the sidebar.",
+        )
     ckpt = paths.checkpoint_path(run)
     if ckpt is None:
         run_st = run_state(run)
         if run_st in ("running", "starting"):
-            raise Problem(f"The run {name} is still training and has no checkpoint yet.",
-                          page="train", hint="Follow it on the Train page; it is usable after its first epoch.")
+            raise Problem(
+                f"The run {name} is still training and has no checkpoint yet.",
+                page="train",
+                hint="Follow it on the Train page; it is usable after its first epoch.",
+            )
         if run_st == "failed":
-            from dvbpr.train import read_status
-
             reason = read_status(run).get("message") or job_log(run, 3) or "no message"
-            raise Problem(f"The run {name} failed before writing a checkpoint: {reason}",
-                          page="train", hint="See its log on the Train page, then start a new run.")
-        raise Problem(f"No model in {paths.display(run)}: it has no checkpoint (best.pt or last.pt).",
-                      page="train", hint="Train one on the Train page, or pick another model in the sidebar.")
+            raise Problem(
+                f"The run {name} failed before writing a checkpoint: {reason}",
+                page="train",
+                hint="See its log on the Train page, then start a new run.",
+            )
+        raise Problem(
+            f"No model in {paths.display(run)}: it has no checkpoint (best.pt or last.pt).",
+            page="train",
+            hint="Train one on the Train page, or pick another model in the sidebar.",
+        )
     return run, ckpt
 
 
 def _key() -> tuple[str, int, str]:
     run, ckpt = require_run()
     data = require_dataset()
-    return str(run), ckpt.stat().st_mtime_ns, str(data)
+    return str(run), paths.checkpoint_stamp(ckpt), str(data)
 
 
-@st.cache_resource(show_spinner="Loading the model and its item features (first time only)…",
-                   max_entries=3)
-def _recommender(run: str, ckpt_mtime: int, data: str):
-    from dvbpr.recommender import Recommender
-
+@st.cache_resource(show_spinner="Loading the model and its item features (first time only)…", max_entries=3)
+def _recommender(run: str, ckpt_mtime: int, data: str) -> Recommender:
     return Recommender.from_run(run, data=data, device="auto")
 
 
-def recommender():
+def recommender() -> Recommender:
     """The Recommender of the active model on the active dataset."""
     run, mtime, data = _key()
     trained_on = paths.run_data_path(Path(run))
@@ -112,10 +122,12 @@ def recommender():
         return _recommender(run, mtime, data)
     except DVBPRError as exc:
         if trained_on is not None and trained_on.resolve() != Path(data).resolve():
-            raise Problem(f"The model {Path(run).name} was trained on {paths.display(trained_on)} and "
-                          f"cannot be used with the dataset {Path(data).name}: {exc}",
-                          page="train", hint="Pick its dataset in the sidebar, or fine-tune it on this "
-                          "dataset on the Train page.") from None
+            raise Problem(
+                f"The model {Path(run).name} was trained on {paths.display(trained_on)} and "
+                f"cannot be used with the dataset {Path(data).name}: {exc}",
+                page="train",
+                hint="Pick its dataset in the sidebar, or fine-tune it on this dataset on the Train page.",
+            ) from None
         raise
 
 
@@ -123,42 +135,54 @@ def recommender_key() -> tuple[str, int, str]:
     return _key()
 
 
+# ------------------------------------------------------------------------------ evaluation
+def _evaluate(rec: Recommender, split: str) -> RankingResult:
+    """The model's full-ranking evaluation over `split`, as `dvbpr evaluate` computes it."""
+    evaluate_recommender = getattr(dvbpr_evaluate, "evaluate_recommender", None)
+    if evaluate_recommender is not None:
+        return evaluate_recommender(rec, split=split, ks=KS)
+    # evaluate_model reads only `.device` of its image batches when phi is given: no training
+    # ImageBatches (which would copy the whole image store to the GPU for nothing)
+    return evaluate_model(rec.model, rec.dataset, SimpleNamespace(device=rec.device), split=split, ks=KS, phi=rec.phi)
+
+
 @st.cache_resource(show_spinner="Ranking every user's test items…", max_entries=3)
-def _ranking(run: str, ckpt_mtime: int, data: str, split: str):
-    from dvbpr.evaluate import evaluate_model
-    from dvbpr.train import ImageBatches
-
-    rec = _recommender(run, ckpt_mtime, data)
-    return evaluate_model(rec.model, rec.dataset, ImageBatches(rec.store, rec.device), split=split,
-                          ks=(20, 100), phi=rec.phi)
+def _ranking(run: str, ckpt_mtime: int, data: str, split: str) -> RankingResult:
+    return _evaluate(_recommender(run, ckpt_mtime, data), split)
 
 
-def ranking(split: str = "test"):
-    """RankingResult of the active model over `split` (metrics and per-user arrays), cached."""
+def ranking(split: str = "test") -> RankingResult:
+    """RankingResult of the active model over `split` (metrics and per-user arrays), cached.
+    The Evaluate page shows its metrics, the Recommendations page one user's row of it."""
     recommender()  # raises a clear Problem first when the model cannot be loaded
     return _ranking(*_key(), split)
 
 
+def user_ranking(result: RankingResult, user_index: int) -> dict[str, float] | None:
+    """One user's row of a RankingResult's per-user arrays ({"auc": ..., "best_rank": ...,
+    "n_targets": ...}); None when the user has no held-out item in that split."""
+    users = result.per_user["user"]  # sorted: the users with a target, in index order
+    row = int(np.searchsorted(users, user_index))
+    if row >= len(users) or users[row] != user_index:
+        return None
+    return {name: values[row].item() for name, values in result.per_user.items()}
+
+
 @st.cache_data(show_spinner="Diagnosing the item embedding…", max_entries=8)
 def _embedding_report(run: str, ckpt_mtime: int, data: str, stamp: tuple) -> dict:
-    from dvbpr.diagnostics import embedding_report as report
-
-    return report(_recommender(run, ckpt_mtime, data))
+    return _report(_recommender(run, ckpt_mtime, data))
 
 
 def embedding_report() -> dict:
     """dvbpr.diagnostics.embedding_report of the active model on the active dataset, cached."""
     recommender()  # raises a clear Problem first when the model cannot be loaded
     run, mtime, data = _key()
-    return _embedding_report(run, mtime, data, dataset_stamp(data))
+    return _embedding_report(run, mtime, data, paths.dataset_stamp(data))
 
 
-@st.cache_resource(show_spinner=False,
-                   max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _baselines(data: str, stamp: tuple, split: str):
-    from dvbpr.evaluate import evaluate_baselines
-
-    result = evaluate_baselines(_dataset(data, stamp), split=split, ks=(20, 100))
+    result = evaluate_baselines(_dataset(data, stamp), split=split, ks=KS)
     _baselines_done.add((data, stamp, split))
     return result
 
@@ -168,53 +192,74 @@ _baselines_done: set[tuple] = set()  # keys _baselines has computed (its cache m
 
 def baselines(split: str = "test"):
     data = require_dataset()
-    return _baselines(str(data), dataset_stamp(data), split)
+    return _baselines(str(data), paths.dataset_stamp(data), split)
 
 
 def baselines_ready(split: str = "test") -> bool:
     """Whether baselines(split) of the active dataset was computed already (then it returns at
     once, unless its cache dropped it since)."""
     data = require_dataset()
-    return (str(data), dataset_stamp(data), split) in _baselines_done
+    return (str(data), paths.dataset_stamp(data), split) in _baselines_done
 
 
+# ------------------------------------------------------------------------------ run records
 @st.cache_data(show_spinner=False, max_entries=64)
 def _metrics(run: str, stamp: tuple) -> list[dict]:
-    from dvbpr.train import read_metrics
-
     return read_metrics(run)
-
-
-def metrics_stamp(run: str | Path) -> tuple:
-    """Changes whenever the run's metrics.jsonl changes (cache key); () when there is none."""
-    try:
-        st_ = os.stat(Path(run) / "metrics.jsonl")
-    except OSError:
-        return ()
-    return (st_.st_size, st_.st_mtime_ns)
 
 
 def metrics(run: str | Path) -> list[dict]:
     """metrics.jsonl of a run (re-read when the file grows)."""
-    stamp = metrics_stamp(run)
+    stamp = paths.metrics_stamp(run)
     return _metrics(str(run), stamp) if stamp else []
 
 
+# ------------------------------------------------------------------------------- new images
+@dataclass(frozen=True)
+class ColdItem:
+    """A new image embedded once: what the model sees, phi(image) and every user's score (as
+    for a cold item: theta_u . phi + the mean warm item bias)."""
+
+    pixels: np.ndarray  # (size, size, 3) uint8
+    phi: np.ndarray  # (K,)
+    user_scores: np.ndarray  # (n_users,), in the order of rec.users()
+
+    def top_users(self, rec: Recommender, k: int) -> tuple[list[str], np.ndarray]:
+        """The k users who would rank it highest, best first (as Recommender.rank_users)."""
+        top = np.argsort(-self.user_scores, kind="stable")[:k]
+        return rec.dataset.users.to_ids(top), self.user_scores[top]
+
+    def similar_items(self, rec: Recommender, k: int) -> tuple[list[str], np.ndarray]:
+        """The k nearest catalogue items by cosine of phi (as Recommender.similar_items)."""
+        query = torch.as_tensor(self.phi, device=rec.device)
+        with torch.inference_mode():
+            sims = torch.nn.functional.cosine_similarity(rec.phi, query[None, :], dim=1)
+            top = torch.topk(sims, min(k, len(sims)))
+        return rec.dataset.items.to_ids(top.indices.cpu().numpy()), top.values.cpu().numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cold_item(key: tuple[str, int, str], raw: bytes, name: str) -> ColdItem:
+    # A stand-in for Recommender.cold_item (one pass through the CNN for pixels, phi and the
+    # users' scores), built on Recommender.preprocess and embed_image.
+    rec = _recommender(*key)
+    pixels = rec.preprocess(raw, name=name)
+    phi = rec.embed_image(pixels)
+    with torch.inference_mode():
+        scores = rec.model.theta_users.weight @ phi + rec.new_item_bias
+    return ColdItem(pixels, phi.cpu().numpy(), scores.float().cpu().numpy())
+
+
+def cold_item(raw: bytes, name: str) -> ColdItem:
+    """The image `raw` (file name `name`) through the active model once, cached per image.
+    Raises ImageError when it is not a usable image."""
+    recommender()  # raises a clear Problem first when the model cannot be loaded
+    return _cold_item(_key(), raw, name)
+
+
 # ---------------------------------------------------------------------------- conveniences
-def item_label(rec, index: int) -> str:
-    title = rec.dataset.item_titles[index] if rec.dataset.item_titles else ""
-    return title or rec.dataset.items.id(index)
-
-
-def item_category(rec, index: int) -> str:
-    cats = rec.dataset.item_categories
-    return (cats[index] if cats else "") or "(none)"
-
-
 @st.cache_resource(show_spinner=False, max_entries=3)
 def _item_hover(run: str, ckpt_mtime: int, data: str) -> list[str]:
-    from . import maps
-
     ds = _recommender(run, ckpt_mtime, data).dataset
     titles = ds.item_titles or [""] * ds.n_items
     cats = ds.item_categories or [""] * ds.n_items
@@ -229,8 +274,6 @@ def item_hover() -> list[str]:
 # ------------------------------------------------------------------------ embedding map
 @st.cache_resource(show_spinner=False, max_entries=6)
 def _map_coords(path: str, mtime: int, run: str) -> np.ndarray | None:
-    from dvbpr.embedmap import load_map
-
     coords = load_map(run)
     if coords is not None:
         coords.setflags(write=False)  # shared by every session
@@ -240,8 +283,6 @@ def _map_coords(path: str, mtime: int, run: str) -> np.ndarray | None:
 def embedding_map(run: str | Path) -> tuple[np.ndarray | None, tuple]:
     """(coords, key) of the run's embedding map: coords (n_items, 2), read once per map file
     (None while it is not computed), and a key naming that file and its mtime (for caches)."""
-    from dvbpr.embedmap import map_path
-
     try:
         path = map_path(run)
         mtime = path.stat().st_mtime_ns

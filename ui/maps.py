@@ -1,32 +1,43 @@
-"""Plotly (WebGL) figures of the embedding map, and the thumbnail mosaic laid out by the map."""
+"""The embedding map drawn: Plotly figures of the UMAP coordinates (every item in WebGL, or a few
+highlighted items over a picture of the catalogue), that picture, and the thumbnail mosaic laid
+out by the map. Generic chart helpers are in `figures`."""
 
 from __future__ import annotations
 
+import base64
 import io
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
+from PIL import Image, ImageDraw
 
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#5b4bdb", "#17becf", "#bcbd22", "#8c564b", "#d62728", "#2ca02c", "#7f7f7f"]
+from .figures import CONFIG, PALETTE, PLOT_BG
+
 BASE = "#c9c6da"
-PLOT_BG = "#fbfbfe"
-PLOT_BG_RGBA = (0xfb, 0xfb, 0xfe, 255)
+PLOT_BG_RGBA = (*(int(PLOT_BG[k : k + 2], 16) for k in (1, 3, 5)), 255)
 
 
 def _layout(height: int, legend: bool = True, **extra) -> dict:
     """The maps' layout (equal axis scales, no axes), as a dict: a figure built in one go from
     dicts is validated once, several times faster than update_layout on a built figure."""
     layout = dict(
-        height=height, margin=dict(l=4, r=4, t=8, b=4), plot_bgcolor=PLOT_BG, paper_bgcolor="#ffffff",
-        xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x", scaleratio=1),
-        showlegend=legend, dragmode="lasso", hoverlabel=dict(font_size=12), uirevision="map")
+        height=height,
+        margin=dict(l=4, r=4, t=8, b=4),
+        plot_bgcolor=PLOT_BG,
+        paper_bgcolor="#ffffff",
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False, scaleanchor="x", scaleratio=1),
+        showlegend=legend,
+        dragmode="lasso",
+        hoverlabel=dict(font_size=12),
+        uirevision="map",
+    )
     if legend:
-        layout["legend"] = dict(orientation="h", yanchor="bottom", y=1.0, x=0, font=dict(size=11),
-                                itemsizing="constant")
+        layout["legend"] = dict(
+            orientation="h", yanchor="bottom", y=1.0, x=0, font=dict(size=11), itemsizing="constant"
+        )
     for name, value in extra.items():
         if isinstance(value, dict) and isinstance(layout.get(name), dict):
             layout[name] = {**layout[name], **value}
@@ -36,12 +47,17 @@ def _layout(height: int, legend: bool = True, **extra) -> dict:
 
 
 def hover_texts(ids: Sequence[str], titles: Sequence[str], categories: Sequence[str]) -> list[str]:
-    return [f"<b>{t or i}</b><br>{i} · {c or '-'}" for i, t, c in zip(ids, titles, categories)]
+    return [f"<b>{t or i}</b><br>{i} · {c or '-'}" for i, t, c in zip(ids, titles, categories, strict=True)]
 
 
-def map_figure(coords: np.ndarray, hover: Sequence[str], colour_by: str,
-               values: np.ndarray | Sequence[str] | None, height: int = 620,
-               colour_label: str = "") -> go.Figure:
+def map_figure(
+    coords: np.ndarray,
+    hover: Sequence[str],
+    colour_by: str,
+    values: np.ndarray | Sequence[str] | None,
+    height: int = 620,
+    colour_label: str = "",
+) -> go.Figure:
     """All items; categorical `values` give one trace per value, numeric ones a colour scale.
     customdata holds the item index, so a selection maps back to items."""
     idx = np.arange(len(coords))
@@ -51,17 +67,41 @@ def map_figure(coords: np.ndarray, hover: Sequence[str], colour_by: str,
         data = []
         for k, value in enumerate(sorted(set(values.tolist()), key=str)):
             m = values == value
-            data.append(dict(
-                type="scattergl", x=coords[m, 0], y=coords[m, 1], mode="markers", name=str(value),
-                customdata=idx[m], text=hover[m], hovertemplate="%{text}<extra></extra>",
-                marker=dict(size=5, color=PALETTE[k % len(PALETTE)], opacity=0.8)))
+            data.append(
+                dict(
+                    type="scattergl",
+                    x=coords[m, 0],
+                    y=coords[m, 1],
+                    mode="markers",
+                    name=str(value),
+                    customdata=idx[m],
+                    text=hover[m],
+                    hovertemplate="%{text}<extra></extra>",
+                    marker=dict(size=5, color=PALETTE[k % len(PALETTE)], opacity=0.8),
+                )
+            )
         return go.Figure(data=data, layout=_layout(height))
     values = np.asarray(values, dtype=float)
-    data = [dict(
-        type="scattergl", x=coords[:, 0], y=coords[:, 1], mode="markers", name="items", customdata=idx,
-        text=hover, hovertemplate="%{text}<br>" + colour_label + " %{marker.color:.3g}<extra></extra>",
-        marker=dict(size=5, color=values, colorscale="Viridis", opacity=0.85, showscale=True,
-                    colorbar=dict(title=dict(text=colour_label, side="right"), thickness=12, len=0.8)))]
+    data = [
+        dict(
+            type="scattergl",
+            x=coords[:, 0],
+            y=coords[:, 1],
+            mode="markers",
+            name="items",
+            customdata=idx,
+            text=hover,
+            hovertemplate="%{text}<br>" + colour_label + " %{marker.color:.3g}<extra></extra>",
+            marker=dict(
+                size=5,
+                color=values,
+                colorscale="Viridis",
+                opacity=0.85,
+                showscale=True,
+                colorbar=dict(title=dict(text=colour_label, side="right"), thickness=12, len=0.8),
+            ),
+        )
+    ]
     return go.Figure(data=data, layout=_layout(height, legend=False))
 
 
@@ -73,10 +113,6 @@ def catalogue_picture(coords: np.ndarray, px: int = 900, dot: float = 10.0, pad:
     Returns {"source": data URI, "x": [x0, x1], "y": [y0, y1]}, the data extent it covers
     (the items' bounding box plus `pad` of it on each side). `px` is its longer side and `dot`
     the dots' diameter, in its pixels (drawn at twice the size and scaled down: smooth edges)."""
-    import base64
-
-    from PIL import ImageDraw
-
     coords = np.asarray(coords, dtype=float).reshape(-1, 2)
     lo, hi = (coords.min(0), coords.max(0)) if len(coords) else (np.zeros(2), np.ones(2))
     span = np.maximum(hi - lo, 1e-9)
@@ -88,15 +124,18 @@ def catalogue_picture(coords: np.ndarray, px: int = 900, dot: float = 10.0, pad:
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer, "RGBA")
     r = dot * ss / 2
-    fill = tuple(int(BASE[k:k + 2], 16) for k in (1, 3, 5)) + (140,)  # BASE at opacity 0.55
-    for x, y in zip((coords[:, 0] - lo[0]) * scale, (hi[1] - coords[:, 1]) * scale):
+    fill = tuple(int(BASE[k : k + 2], 16) for k in (1, 3, 5)) + (140,)  # BASE at opacity 0.55
+    for x, y in zip((coords[:, 0] - lo[0]) * scale, (hi[1] - coords[:, 1]) * scale, strict=True):
         draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
     picture = Image.alpha_composite(Image.new("RGBA", (w, h), PLOT_BG_RGBA), layer).convert("RGB")
     picture = picture.resize((w // ss, h // ss), Image.Resampling.LANCZOS).quantize(32)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=True)
-    return {"source": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
-            "x": [float(lo[0]), float(hi[0])], "y": [float(lo[1]), float(hi[1])]}
+    return {
+        "source": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+        "x": [float(lo[0]), float(hi[0])],
+        "y": [float(lo[1]), float(hi[1])],
+    }
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -105,8 +144,9 @@ def cached_catalogue_picture(map_key: tuple, _coords: np.ndarray) -> dict:
     return catalogue_picture(_coords)
 
 
-def highlight_figure(coords: np.ndarray, hover: Sequence[str], layers: list[dict],
-                     height: int = 360, picture: dict | None = None) -> go.Figure:
+def highlight_figure(
+    coords: np.ndarray, hover: Sequence[str], layers: list[dict], height: int = 360, picture: dict | None = None
+) -> go.Figure:
     """The catalogue in grey (the `picture` of catalogue_picture, drawn here if not given), then
     `layers` on top: {"idx", "name", "color", "size", "symbol"}. A layer may give "xy" (an
     (n, 2) array) instead of "idx" for points not in the catalogue. Only the layers are plotted
@@ -114,8 +154,17 @@ def highlight_figure(coords: np.ndarray, hover: Sequence[str], layers: list[dict
     picture = picture or catalogue_picture(coords)
     hover = np.asarray(hover, dtype=object)
     # the catalogue's legend entry (the picture itself has none)
-    data = [dict(type="scatter", x=[None], y=[None], mode="markers", name="catalogue", hoverinfo="skip",
-                 marker=dict(size=4, color=BASE, opacity=0.55))]
+    data = [
+        dict(
+            type="scatter",
+            x=[None],
+            y=[None],
+            mode="markers",
+            name="catalogue",
+            hoverinfo="skip",
+            marker=dict(size=4, color=BASE, opacity=0.55),
+        )
+    ]
     for layer in layers:
         if "xy" in layer:
             xy, text = np.asarray(layer["xy"], dtype=float).reshape(-1, 2), [layer["name"]] * len(layer["xy"])
@@ -124,35 +173,56 @@ def highlight_figure(coords: np.ndarray, hover: Sequence[str], layers: list[dict
             if not len(idx):
                 continue
             xy, text = coords[idx], hover[idx]
-        data.append(dict(
-            type="scatter", x=xy[:, 0], y=xy[:, 1], mode="markers", name=layer["name"], text=text,
-            hovertemplate="%{text}<extra>" + layer["name"] + "</extra>",
-            marker=dict(size=layer.get("size", 9), color=layer["color"], symbol=layer.get("symbol", "circle"),
-                        line=dict(width=1, color="#ffffff"))))
+        data.append(
+            dict(
+                type="scatter",
+                x=xy[:, 0],
+                y=xy[:, 1],
+                mode="markers",
+                name=layer["name"],
+                text=text,
+                hovertemplate="%{text}<extra>" + layer["name"] + "</extra>",
+                marker=dict(
+                    size=layer.get("size", 9),
+                    color=layer["color"],
+                    symbol=layer.get("symbol", "circle"),
+                    line=dict(width=1, color="#ffffff"),
+                ),
+            )
+        )
     (x0, x1), (y0, y1) = picture["x"], picture["y"]
-    return go.Figure(data=data, layout=_layout(
-        height, dragmode="pan", xaxis=dict(range=[x0, x1]), yaxis=dict(range=[y0, y1]),
-        images=[dict(source=picture["source"], xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0,
-                     sizey=y1 - y0, sizing="stretch", layer="below")]))
+    return go.Figure(
+        data=data,
+        layout=_layout(
+            height,
+            dragmode="pan",
+            xaxis=dict(range=[x0, x1]),
+            yaxis=dict(range=[y0, y1]),
+            images=[
+                dict(
+                    source=picture["source"],
+                    xref="x",
+                    yref="y",
+                    x=x0,
+                    y=y1,
+                    sizex=x1 - x0,
+                    sizey=y1 - y0,
+                    sizing="stretch",
+                    layer="below",
+                )
+            ],
+        ),
+    )
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _cached_figure(kind: str, key: tuple, _build: Callable[[], Any]) -> Any:
-    return _build()
-
-
-def cached_figure(kind: str, key: tuple, build: Callable[[], Any]) -> Any:
-    """`build()` (a figure, or a few, or None), memoised on (kind, key): `key` must name everything
-    it depends on (e.g. the run and checkpoint, the map file, the colouring). Figures are shared
-    by every session: never modify one."""
-    return _cached_figure(kind, key, build)
+# WebGL at 1 device pixel per CSS pixel: a browser drawing WebGL in software (no GPU) spends
+# ~0.15 s less per map; points stay sharp at the usual pixel density
+MAP_CONFIG = {**CONFIG, "scrollZoom": True, "plotGlPixelRatio": 1}
 
 
 def show(fig: go.Figure, key: str | None = None, **kwargs):
-    # WebGL at 1 device pixel per CSS pixel: a browser drawing WebGL in software (no GPU) spends
-    # ~0.15 s less per map; points stay sharp at the usual pixel density
-    return st.plotly_chart(fig, key=key, config={"displaylogo": False, "scrollZoom": True,
-                                                 "plotGlPixelRatio": 1}, **kwargs)
+    """st.plotly_chart of a map (scroll to zoom)."""
+    return st.plotly_chart(fig, key=key, config=MAP_CONFIG, **kwargs)
 
 
 @st.cache_data(show_spinner="Laying out thumbnails…", max_entries=8)

@@ -1,4 +1,5 @@
-"""Where datasets and models live, and listing them. No Streamlit here.
+"""Where datasets and models live, listing them, and the stamps that key the app's caches.
+No Streamlit here.
 
 Environment variables (read on every call, so tests can change them):
   DVBPR_DATA_ROOT      folder of dataset folders            (default "data")
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from dvbpr.errors import DVBPRError
 from dvbpr.fsutil import read_json, safe_name
-from dvbpr.rundir import CONFIG, REPO_ROOT, STATUS, data_root, locate_run_data, recorded_data
+from dvbpr.rundir import BEST, CONFIG, LAST, METRICS, REPO_ROOT, STATUS, data_root, locate_run_data, recorded_data
 
 DEFAULT_DATASET = "default"
 
@@ -59,16 +60,20 @@ def list_datasets() -> list[str]:
     root = data_root()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / "interactions.csv").is_file())
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / "interactions.csv").is_file()
+    )
 
 
 def has_checkpoint(path: Path) -> bool:
-    return (path / "best.pt").is_file() or (path / "last.pt").is_file()
+    return checkpoint_path(path) is not None
 
 
 def checkpoint_path(path: Path) -> Path | None:
-    for name in ("best.pt", "last.pt"):
+    """The checkpoint the app uses of a run folder: best.pt, else last.pt (None: neither)."""
+    for name in (BEST, LAST):
         if (path / name).is_file():
             return path / name
     return None
@@ -79,8 +84,7 @@ def list_models() -> list[str]:
     root = models_root()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and has_checkpoint(p))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and has_checkpoint(p))
 
 
 def run_data_path(run: Path) -> Path | None:
@@ -104,6 +108,33 @@ def run_dataset_name(run: Path) -> str | None:
     except OSError:
         return None
     return None
+
+
+# ------------------------------------------------------------------------------ cache stamps
+# Cheap fingerprints (sizes and modification times) of the files a cached value is computed
+# from: part of the cache key, so an entry is recomputed when its files change.
+def file_stamp(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file; None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def dataset_stamp(path: str | Path) -> tuple:
+    """Changes whenever the dataset's CSV files change."""
+    return tuple(file_stamp(Path(path) / name) for name in ("interactions.csv", "items.csv"))
+
+
+def metrics_stamp(run: str | Path) -> tuple:
+    """Changes whenever the run's metrics.jsonl changes; () when there is none."""
+    return file_stamp(Path(run) / METRICS) or ()
+
+
+def checkpoint_stamp(checkpoint: str | Path) -> int:
+    """The checkpoint file's mtime in ns (a checkpoint is replaced whole, by a rename)."""
+    return os.stat(checkpoint).st_mtime_ns
 
 
 def age(timestamp: float | None) -> str:

@@ -1,7 +1,8 @@
 """What every page shares: page config, CSS, the default dataset on first start, the active
-dataset and model (state.init) and the sidebar.
+dataset and model (state.init) and the sidebar; and `run_page`, which runs a page's body.
 
-app.py runs it once per script run and then the page (`with pages_running(): pg.run()`).
+app.py runs `setup()` once per script run and then the page (`with pages_running(): pg.run()`);
+each page ends with `shell.run_page(main)`.
 
 Streamlit 1.67 treats a folder named `pages/` next to the main script as a legacy (v1)
 multipage app until `st.navigation` has been called once in the server process: a deep link
@@ -14,42 +15,48 @@ reruns through app.py (same page), and when that is not possible (`streamlit run
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import streamlit as st
 
-from . import errors, paths, state, style
+from dvbpr.synth import ensure_default_dataset
+
+from . import errors, paths, sidebar, state, style
 
 _local = threading.local()  # script runs of a session happen in its script thread
 
 
 def _ensure_default_dataset() -> None:
     """Generate DATA_ROOT/default on first start (under a minute), with a progress bar."""
-    from dvbpr.synth import ensure_default_dataset as ensure
-
     target = paths.data_root() / paths.DEFAULT_DATASET
     if (target / "interactions.csv").is_file():
         return
     box = st.empty()
     with box.container():
-        st.info("Preparing the default dataset (a synthetic fashion catalogue), first start only…",
-                icon=":material/hourglass_top:")
+        st.info(
+            "Preparing the default dataset (a synthetic fashion catalogue), first start only…",
+            icon=":material/hourglass_top:",
+        )
         bar = st.progress(0.0, text="starting")
-        ensure(out_dir=target, progress=False,
-               progress_callback=lambda f, m: bar.progress(min(max(float(f), 0.0), 1.0), text=m))
+        ensure_default_dataset(
+            out_dir=target,
+            progress=False,
+            progress_callback=lambda f, m: bar.progress(min(max(float(f), 0.0), 1.0), text=m),
+        )
     box.empty()
 
 
 def setup() -> None:
-    st.set_page_config(page_title="DVBPR Studio", page_icon=":material/styler:", layout="wide",
-                       initial_sidebar_state="expanded")
+    st.set_page_config(
+        page_title="DVBPR Studio", page_icon=":material/styler:", layout="wide", initial_sidebar_state="expanded"
+    )
     style.inject()
     with errors.guard():
         _ensure_default_dataset()
     state.init()
     with errors.guard():
-        state.sidebar()
+        sidebar.render()
 
 
 @contextmanager
@@ -74,10 +81,7 @@ def leave_legacy_pages_mode() -> bool:
     if not getattr(PagesManager, "uses_pages_directory", None):
         return False
     PagesManager.uses_pages_directory = False
-    if st.session_state.get("_left_legacy_pages"):
-        return False
-    st.session_state["_left_legacy_pages"] = True
-    return True
+    return state.first_legacy_rerun()
 
 
 def ensure() -> None:
@@ -86,3 +90,21 @@ def ensure() -> None:
         if leave_legacy_pages_mode():
             st.rerun()  # again, through app.py and st.navigation, on the same page
         setup()
+
+
+def run_page(main: Callable[[], None], fragment: bool = False) -> None:
+    """Run a page's main function under `errors.guard` (after the shared shell, if app.py did not
+    run it in this script run). With `fragment`, the page body is an st.fragment: its own widgets
+    rerun only it, not the shell (the sidebar) around it."""
+    ensure()
+    if fragment:
+
+        @st.fragment
+        def page_body() -> None:
+            with errors.guard():  # a fragment rerun calls this function alone: guard it here
+                main()
+
+        page_body()
+    else:
+        with errors.guard():
+            main()
