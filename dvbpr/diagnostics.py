@@ -27,12 +27,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .images import to_model_input
+
 if TYPE_CHECKING:
     from .recommender import Recommender
 
 TASTES_FILE = "hidden_tastes.json"
 VARIANCE_KS = (1, 3, 5, 10)
 NEAR_DUPLICATE_THRESHOLD = 0.99
+DEAD_UNIT_IMAGES = 512  # catalogue images a unit must stay silent on to count as dead
 """Cosine above which two items count as near duplicates in the report."""
 COLLAPSED_PR = 10.0
 """Participation ratio under which an embedding counts as collapsed (the app warns)."""
@@ -258,6 +261,43 @@ def categorical_columns(table: Mapping[str, Sequence[str]], n_items: int) -> dic
     return out
 
 
+@torch.inference_mode()
+def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> dict[str, float]:
+    """Share of each ReLU layer's units (channels of a conv layer, neurons of an fc layer) that
+    never fire on `images`, in eval mode: a dead unit carries nothing into phi. Layers are named
+    conv1.., fc1.. in forward order."""
+    relus = [m for m in cnn.modules() if isinstance(m, torch.nn.ReLU)]
+    fired: list[torch.Tensor | None] = [None] * len(relus)
+    kinds: list[str] = [""] * len(relus)
+
+    def hook(index: int):
+        def record(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            conv = output.dim() == 4
+            active = (output > 0).flatten(2).any(2).any(0) if conv else (output > 0).any(0)
+            fired[index] = active if fired[index] is None else fired[index] | active
+            kinds[index] = "conv" if conv else "fc"
+        return record
+
+    handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(relus)]
+    was_training = cnn.training
+    cnn.eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            cnn(images[start:start + batch_size])
+    finally:
+        cnn.train(was_training)
+        for handle in handles:
+            handle.remove()
+    result: dict[str, float] = {}
+    counts = {"conv": 0, "fc": 0}
+    for active, kind in zip(fired, kinds):
+        if active is None:
+            continue
+        counts[kind] += 1
+        result[f"{kind}{counts[kind]}"] = float(1.0 - active.float().mean())
+    return result
+
+
 def embedding_report(rec: "Recommender", k: int = 20, sample: int = 5000,
                      threshold: float = NEAR_DUPLICATE_THRESHOLD, seed: int = 0) -> dict[str, Any]:
     """All the diagnostics of a Recommender's phi, as a JSON-able dict (see the module doc).
@@ -279,6 +319,9 @@ def embedding_report(rec: "Recommender", k: int = 20, sample: int = 5000,
         "sample": int(sample),
     }
     report["collapsed"] = bool(pr < COLLAPSED_PR or report["near_duplicate_share"] > COLLAPSED_NEAR_DUPLICATES)
+    probe = _sample(ds.n_items, DEAD_UNIT_IMAGES, seed)
+    report["dead_units"] = dead_units(rec.model.cnn, to_model_input(rec.store.batch(probe)).to(rec.device))
+    report["dead_unit_images"] = len(probe)
     cache: dict = {}
     report["neighbour_agreement"] = {
         name: neighbour_agreement(phi, labels, sample=sample, seed=seed, _cache=cache)
@@ -312,6 +355,9 @@ def format_report(report: Mapping[str, Any]) -> str:
     if report.get("collapsed"):
         lines.append(f"  warning: the embedding looks collapsed (participation ratio under {COLLAPSED_PR:g} "
                      f"or over {COLLAPSED_NEAR_DUPLICATES:.0%} near-duplicate pairs)")
+    if report.get("dead_units"):
+        lines.append(f"  dead ReLU units (never fire on {report['dead_unit_images']} catalogue images)  "
+                     + ", ".join(f"{name} {share:.0%}" for name, share in report["dead_units"].items()))
     if report.get("neighbour_agreement"):
         lines.append("  nearest neighbour shares the item's ...   agreement   chance   items")
         for name, row in report["neighbour_agreement"].items():
