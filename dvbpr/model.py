@@ -259,6 +259,8 @@ class DVBPR(nn.Module):
         return beta.mean()
 
 
-def bpr_loss(x_uij: torch.Tensor) -> torch.Tensor:
-    """-ln sigmoid(x_uij), summed; softplus(-x) is the numerically stable form."""
-    return F.softplus(-x_uij).sum()
+def bpr_loss(x_uij: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """-ln sigmoid(x_uij) summed over the pairs used: all of them, or where `keep` is True (in-batch
+    negatives: every kept (u, i, j) counts as one BPR triplet). softplus(-x) is the stable form."""
+    losses = F.softplus(-x_uij.float())
+    return losses.sum() if keep is None else losses.masked_fill(~keep, 0.0).sum()

@@ -19,7 +19,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import dataset_signature, find_checkpoint, load_checkpoint, save_checkpoint
@@ -344,8 +343,8 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
 
     `cfg.in_batch` (needs `is_positive(users, items)`, the sampler's membership test): each
     positive is ranked against every image of the batch that is not one of its user's training
-    items, its loss the mean -ln sigmoid(x_ui - x_uj) over them: 2B - 1 negatives per CNN forward
-    of 2B images instead of one, at the cost of a (B, 2B) score matrix.
+    items, each such pair a BPR triplet: up to 2B - 1 negatives per CNN forward of 2B images
+    instead of one, at the cost of a (B, 2B) score matrix.
     """
     core: DVBPR = model.module if hasattr(model, "module") else model
     model.train()
@@ -368,12 +367,10 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
         imgs = images(candidates)
         with _autocast(device):
             x_uij = model(u, i, j, imgs, in_batch=cfg.in_batch)
-        if cfg.in_batch:
-            keep = ~is_positive(local[:, :1], candidates[None, :])  # (B, 2B): u's positives out
-            keep_t = torch.as_tensor(keep, device=device)
-            bpr = (F.softplus(-x_uij.float()) * keep_t).sum(1).div(keep_t.sum(1).clamp(min=1)).sum()
-        else:
-            bpr = bpr_loss(x_uij)
+        keep = None
+        if cfg.in_batch:  # (B, 2B): the user's own positives are no negatives
+            keep = torch.as_tensor(~is_positive(local[:, :1], candidates[None, :]), device=device)
+        bpr = bpr_loss(x_uij, keep)
         per_sample = bpr + core.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
         cnn_reg = cfg.l2_cnn * core.cnn_l2() if cfg.l2_cnn else 0.0
         loss = (per_sample * d.world + cnn_reg) / len(batch)
@@ -392,9 +389,10 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
         optimizer.step()
         if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             scheduler.step()
-        value = float(bpr.detach()) / max(len(local), 1)  # mean -ln sigmoid(x_uij) on this rank
-        total += value * len(local)
-        count += len(local)
+        pairs = len(local) if keep is None else int(keep.sum())
+        value = float(bpr.detach()) / max(pairs, 1)  # mean -ln sigmoid(x_uij) on this rank
+        total += value * pairs
+        count += pairs
         if not on_step(step, value, len(batch)):
             break
     return total / max(count, 1)

@@ -159,6 +159,12 @@ def _embedding_health() -> None:
             f"{dup:.1%} of item pairs are near duplicates. Similar items, the embedding map and "
             "cold-start rankings can only tell items apart along those few directions."
         )
+    dead = r.get("dead_units") or {}
+    if dead:
+        st.caption(
+            f"Dead ReLU units (never active on {r['dead_unit_images']} catalogue images): "
+            + ", ".join(f"{name} {share:.0%}" for name, share in dead.items())
+        )
     left, right = st.columns(2, gap="large")
     agreement = r.get("neighbour_agreement") or {}
     with left:

@@ -18,6 +18,7 @@ from dvbpr.diagnostics import (
     categorical_columns,
     chance_agreement,
     covariance_eigenvalues,
+    dead_units,
     embedding_report,
     format_report,
     near_duplicate_share,
@@ -28,11 +29,14 @@ from dvbpr.diagnostics import (
     taste_lifts,
     variance_share,
 )
+from dvbpr.images import ImageStore
+from dvbpr.model import CNNF
 from tests.conftest import is_red, make_community_dataset
 from tests.helpers import make_tiny_dataset, write_csv
 
 REPORT_KEYS = {"items", "K", "participation_ratio", "variance_share", "near_duplicate_threshold",
-               "near_duplicate_share", "sample", "collapsed", "neighbour_agreement"}
+               "near_duplicate_share", "sample", "collapsed", "neighbour_agreement", "dead_units",
+               "dead_unit_images"}
 
 
 # --- spectrum ----------------------------------------------------------------------------------
@@ -189,6 +193,24 @@ def test_taste_lifts_by_hand() -> None:
 # --- the report ---------------------------------------------------------------------------------
 
 
+def test_dead_units_counts_units_that_never_fire() -> None:
+    torch.manual_seed(0)
+    cnn = CNNF(4, 32, small=True)
+    convs = [m for m in cnn.features if isinstance(m, torch.nn.Conv2d)]
+    fcs = [m for m in cnn.classifier if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        convs[1].weight[:8] = 0.0  # 8 of conv2's 32 channels: output = bias < 0 everywhere
+        convs[1].bias[:8] = -1.0
+        convs[1].bias[8:] = 5.0  # the others always fire
+        fcs[1].weight[:] = 0.0  # fc2: every neuron silent
+        fcs[1].bias[:] = -1.0
+    dead = dead_units(cnn, torch.rand(10, 3, 32, 32) * 2 - 1, batch_size=4)
+    assert list(dead) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2"]
+    assert dead["conv2"] == pytest.approx(8 / 32) and dead["fc2"] == 1.0
+    assert all(0.0 <= v <= 1.0 for v in dead.values())
+    assert cnn.training  # left as it was
+
+
 def test_item_table_keeps_every_items_csv_column(tmp_path: Path) -> None:
     root = make_tiny_dataset(tmp_path / "d", n_items=4, n_users=3)
     write_csv(root / "items.csv", [{"item_id": f" i{j} ", "category": "tops", "title": f"T{j}",
@@ -218,8 +240,11 @@ def _fake_rec(root: Path, phi: np.ndarray) -> SimpleNamespace:
         u = ds.users.index(user)
         return ds.items.to_ids(train_idx[train_ptr[u]:train_ptr[u + 1]])
 
+    cnn = CNNF(phi.shape[1], 32, small=True, norm=True)
     return SimpleNamespace(dataset=ds, phi=torch.as_tensor(phi, dtype=torch.float32),
-                           recommend_batch=recommend_batch, user_history=user_history)
+                           recommend_batch=recommend_batch, user_history=user_history,
+                           model=SimpleNamespace(cnn=cnn), store=ImageStore.open(ds, 32, progress=False),
+                           device=torch.device("cpu"))
 
 
 def test_embedding_report_flags_a_collapsed_embedding(tmp_path: Path) -> None:
