@@ -36,8 +36,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 _HERE = Path(__file__).resolve().parent
 if __name__ == "__main__":  # as a script this folder would shadow modules with our file names
@@ -92,7 +92,7 @@ class AppServer:
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
 
-    def start(self, timeout: float = 120.0) -> "AppServer":
+    def start(self, timeout: float = 120.0) -> AppServer:
         cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                "--server.port", str(self.port), "--server.address", "127.0.0.1",
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
@@ -142,7 +142,7 @@ class AppServer:
         path = "" if slug in ("", "recommendations") else slug
         return f"{self.url}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
 
-    def __enter__(self) -> "AppServer":
+    def __enter__(self) -> AppServer:
         return self.start()
 
     def __exit__(self, exc_type, *exc) -> None:

@@ -14,9 +14,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def default_work_dir() -> Path:
 
 # ---------------------------------------------------------------------------------- timing
 class Stopwatch:
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.t0 = time.perf_counter()
         return self
 
@@ -182,7 +182,7 @@ def peak_rss_gib() -> float:
 class AnonPeak:
     """Samples RssAnon (memory that must fit in RAM: no file pages) every 20 ms in a thread."""
 
-    def __enter__(self) -> "AnonPeak":
+    def __enter__(self) -> AnonPeak:
         self.peak_kib = _status_kib("RssAnon")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -208,8 +208,7 @@ def run_step(module: str, args: list[str], log: Callable[[str], None], timeout: 
     """Run `python -m benchmarks.<module> ARGS` in a fresh process (so its peak memory is its
     own) and return the JSON object it prints on its last stdout line."""
     cmd = [sys.executable, "-m", f"benchmarks.{module}", *args]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.strip()]

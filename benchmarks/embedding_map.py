@@ -11,7 +11,6 @@ recommendation page).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -33,16 +32,17 @@ def make_run(run_dir: Path, phi: np.ndarray) -> Path:
     from dvbpr import embedmap
     from dvbpr.checkpoint import save_checkpoint
     from dvbpr.model import DVBPR, ModelConfig
+    from dvbpr.rundir import BEST, CACHE
 
     shutil.rmtree(run_dir, ignore_errors=True)
     n = len(phi)
     model = DVBPR(ModelConfig(n_users=10, n_items=n, arch="cnnf-small", image_size=64, dim=phi.shape[1]))
-    save_checkpoint(run_dir / "best.pt", model, train_config={"data": "-"}, user_ids=[f"u{u}" for u in range(10)],
+    save_checkpoint(run_dir / BEST, model, train_config={"data": "-"}, user_ids=[f"u{u}" for u in range(10)],
                     item_ids=[f"i{i}" for i in range(n)], cold_items=torch.zeros(n, dtype=torch.bool),
                     dataset_signature="-", epoch=0, step=0, metrics={})
     key = embedmap.checkpoint_key(run_dir)
-    (run_dir / "cache").mkdir(parents=True, exist_ok=True)
-    np.save(run_dir / "cache" / f"phi_best_{key}_synthetic.npy", phi.astype(np.float32))
+    (run_dir / CACHE).mkdir(parents=True, exist_ok=True)
+    np.save(run_dir / CACHE / f"phi_{Path(BEST).stem}_{key}_synthetic.npy", phi.astype(np.float32))
     return run_dir
 
 
@@ -63,8 +63,10 @@ def time_map_job(run_dir: Path, sample: int | None = None) -> float:
 
 
 def default_phi(ctx) -> tuple[np.ndarray, str]:
+    from dvbpr.rundir import has_checkpoint
+
     default_run = REPO_ROOT / "models" / "default"
-    if ctx.sizes.umap_default and any((default_run / n).is_file() for n in ("best.pt", "last.pt")):
+    if ctx.sizes.umap_default and has_checkpoint(default_run):
         from dvbpr.recommender import Recommender
 
         return Recommender.from_run(default_run, device="cpu").item_embeddings(), "shipped model"
@@ -72,9 +74,9 @@ def default_phi(ctx) -> tuple[np.ndarray, str]:
 
     from benchmarks.training import training_data
     from dvbpr.data import load_dataset
+    from dvbpr.features import ImageBatches, embed_items
     from dvbpr.images import ImageStore
     from dvbpr.model import DVBPR, ModelConfig
-    from dvbpr.train import ImageBatches, embed_items
 
     dataset = load_dataset(training_data(ctx))
     torch.manual_seed(0)

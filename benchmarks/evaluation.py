@@ -11,7 +11,7 @@ timing (both would share that cost).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -87,9 +87,9 @@ def section(ctx) -> list[Row]:
     from benchmarks.synthdata import in_memory_dataset
     from benchmarks.training import training_data
     from dvbpr.data import load_dataset
+    from dvbpr.features import ImageBatches, embed_items
     from dvbpr.images import ImageStore
     from dvbpr.model import DVBPR, ModelConfig
-    from dvbpr.train import ImageBatches, embed_items
 
     s = ctx.sizes
     rows = []
@@ -101,7 +101,7 @@ def section(ctx) -> list[Row]:
     store = ImageStore.open(dataset, s.small_size, progress=False)
     phi = embed_items(model, ImageBatches(store, torch.device("cpu")), dataset.n_items)
     cold = torch.as_tensor(dataset.cold_items)
-    vec, loop = compare(lambda u: model.all_scores(u, phi, cold), dataset, s.loop_users, ctx, "default")
+    vec, loop = compare(model.serving_factors(phi, cold).scores, dataset, s.loop_users, ctx, "default")
     label = f"{dataset.n_items:,} items, {dataset.n_users:,} users"
     rows.append(Row("eval_vs_loop", vec, "users/s", loop, note=f"{label}; goal >= 20"))
 

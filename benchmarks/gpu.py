@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     from benchmarks.training import ComputeBound, RealLoop, interleaved, tutorial_pipeline
+    from dvbpr.config import TrainConfig
     from dvbpr.data import load_dataset
+    from dvbpr.features import ImageBatches
     from dvbpr.images import ImageStore
-    from dvbpr.train import ImageBatches, TrainConfig, train
+    from dvbpr.train import train
 
     if args.tiny:
         spec, size, batch, warm, steps, rounds = CatalogueSpec(20, 150, 160, 64, 20, "jpg"), 64, 8, 1, 1, 2

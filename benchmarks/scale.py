@@ -26,8 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (MEMORY_BUDGET_GIB, AnonPeak, Row, emit, ensure_repo_on_path, p50_p99,
-                               latencies_ms, peak_rss_gib, run_step)
+from benchmarks.common import (
+    MEMORY_BUDGET_GIB,
+    AnonPeak,
+    Row,
+    emit,
+    ensure_repo_on_path,
+    latencies_ms,
+    p50_p99,
+    peak_rss_gib,
+    run_step,
+)
 
 ensure_repo_on_path()
 
@@ -69,9 +78,12 @@ def step_train(args) -> dict:
     from benchmarks.training import setup
     from dvbpr.checkpoint import dataset_signature, save_checkpoint
     from dvbpr.data import load_dataset
+    from dvbpr.distributed import Dist
+    from dvbpr.features import ImageBatches
     from dvbpr.images import ImageStore
+    from dvbpr.rundir import LAST
     from dvbpr.sampling import TripletSampler
-    from dvbpr.train import Dist, ImageBatches, train_one_epoch
+    from dvbpr.train import train_one_epoch
 
     t0 = time.perf_counter()
     dataset = load_dataset(args.data)
@@ -82,17 +94,14 @@ def step_train(args) -> dict:
     triplets = sampler.epoch(0)
     setup_s = time.perf_counter() - t0
     stamps = []
-
-    def on_step(step: int, loss: float, n: int) -> bool:
-        stamps.append(time.perf_counter())
-        return len(stamps) < args.steps
-
     t1 = time.perf_counter()
-    train_one_epoch(model, optimizer, None, triplets, ImageBatches(store, device), cfg, Dist(),
-                    start_step=0, on_step=on_step)
+    for _ in train_one_epoch(model, optimizer, None, triplets, ImageBatches(store, device), cfg, Dist()):
+        stamps.append(time.perf_counter())
+        if len(stamps) == args.steps:
+            break
     steps_s = time.perf_counter() - t1
     t2 = time.perf_counter()
-    save_checkpoint(Path(args.run) / "last.pt", model, train_config=asdict(cfg), user_ids=dataset.users.ids,
+    save_checkpoint(Path(args.run) / LAST, model, train_config=asdict(cfg), user_ids=dataset.users.ids,
                     item_ids=dataset.items.ids, cold_items=torch.as_tensor(dataset.cold_items),
                     dataset_signature=dataset_signature(dataset), epoch=0, step=len(stamps), metrics={})
     return {"detail": {"setup_s": setup_s, "steps": len(stamps), "steps_s": steps_s,
@@ -101,11 +110,8 @@ def step_train(args) -> dict:
 
 
 def step_evaluate(args) -> dict:
-    import torch
-
-    from dvbpr.evaluate import evaluate_model
+    from dvbpr.evaluate import evaluate_recommender
     from dvbpr.recommender import Recommender
-    from dvbpr.train import ImageBatches
 
     t0 = time.perf_counter()
     rec = Recommender.from_run(args.run, data=args.data, device="cpu")
@@ -114,8 +120,7 @@ def step_evaluate(args) -> dict:
     users = np.unique(dataset.test[:, 0])
     users = np.sort(np.random.default_rng(0).choice(users, min(args.eval_users, len(users)), replace=False))
     t1 = time.perf_counter()
-    result = evaluate_model(rec.model, dataset, ImageBatches(rec.store, torch.device("cpu")), "test",
-                            users=users, phi=rec.phi)
+    result = evaluate_recommender(rec, "test", users=users)
     return {"detail": {"load_and_phi_s": load_s, "ranking_s": time.perf_counter() - t1,
                        "users": result.metrics["users"], "auc": result.metrics["auc"]}}
 

@@ -86,7 +86,7 @@ class CatalogueSpec:
     seed: int = 0
 
     @classmethod
-    def scaled(cls, sizes: tuple[int, int, int], fraction: float, **kw) -> "CatalogueSpec":
+    def scaled(cls, sizes: tuple[int, int, int], fraction: float, **kw) -> CatalogueSpec:
         users, items, inter = (max(10, round(x * fraction)) for x in sizes)
         return cls(users, max(items, 50), max(inter, MIN_PER_USER * users + users), **kw)
 

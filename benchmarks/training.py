@@ -15,6 +15,7 @@ processes put on the machine hits both alike; the best round of each counts. Use
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,23 +25,15 @@ from benchmarks.common import ensure_repo_on_path
 
 ensure_repo_on_path()
 
+from dvbpr.config import TrainConfig  # noqa: E402
 from dvbpr.data import Dataset  # noqa: E402
+from dvbpr.distributed import Dist  # noqa: E402
+from dvbpr.features import ImageBatches, autocast  # noqa: E402
 from dvbpr.images import ImageStore, to_model_input  # noqa: E402
 from dvbpr.model import DVBPR, bpr_loss  # noqa: E402
+from dvbpr.optim import make_optimizer  # noqa: E402
 from dvbpr.sampling import TripletSampler  # noqa: E402
-from dvbpr.train import Dist, ImageBatches, TrainConfig, build_model, train_one_epoch  # noqa: E402
-
-try:  # the optimiser exactly as dvbpr.train.train makes it
-    from dvbpr.train import make_optimizer  # noqa: E402
-except ImportError:  # a tree from before it existed
-    def make_optimizer(params, lr):
-        return torch.optim.Adam(params, lr=lr)
-
-
-def _autocast(device: torch.device):
-    # as dvbpr.train: bf16 on GPUs that support it, float32 on the CPU
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+from dvbpr.train import build_model, train_one_epoch  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -50,9 +43,10 @@ def _sync(device: torch.device) -> None:
 
 def setup(dataset: Dataset, arch: str, image_size: int, batch: int, device: torch.device,
           seed: int = 0) -> tuple[TrainConfig, DVBPR, torch.optim.Optimizer]:
-    """The model and optimiser exactly as `dvbpr.train.train` builds them."""
+    """The model and optimiser exactly as `dvbpr.train.train` builds them; one sampled negative
+    per positive (no in-batch negatives), the loss `ComputeBound` and the tutorial compute."""
     cfg = TrainConfig(data=str(dataset.root), out="-", arch=arch, image_size=image_size,
-                      batch_size=batch, device=device.type, seed=seed)
+                      batch_size=batch, device=device.type, seed=seed, in_batch=False)
     torch.manual_seed(seed)
     model, _ = build_model(cfg, dataset, device)
     model = model.to(memory_format=torch.channels_last)
@@ -76,19 +70,15 @@ class RealLoop:
         """Seconds for the next `steps` steps."""
         t0 = time.perf_counter()
         done = 0
-
-        def on_step(step: int, loss: float, n: int) -> bool:
-            nonlocal done
-            done += 1
-            self.position = step + 1
-            return done < steps
-
         while done < steps:
             if self.position * self.cfg.batch_size >= len(self.triplets):
                 self.epoch, self.position = self.epoch + 1, 0
                 self.triplets = self.sampler.epoch(self.cfg.seed * 1_000_003 + self.epoch)
-            train_one_epoch(self.model, self.optimizer, None, self.triplets, self.images, self.cfg, Dist(),
-                            start_step=self.position, on_step=on_step)
+            for event in train_one_epoch(self.model, self.optimizer, None, self.triplets, self.images, self.cfg,
+                                         Dist(), start_step=self.position):
+                done, self.position = done + 1, event.step + 1
+                if done == steps:
+                    break
         _sync(self.device)
         return time.perf_counter() - t0
 
@@ -96,15 +86,8 @@ class RealLoop:
         """One full epoch from its first step, sampling included."""
         t0 = time.perf_counter()
         triplets = self.sampler.epoch(self.cfg.seed * 1_000_003 + self.epoch + 1)
-        steps = 0
-
-        def on_step(step: int, loss: float, n: int) -> bool:
-            nonlocal steps
-            steps += 1
-            return True
-
-        train_one_epoch(self.model, self.optimizer, None, triplets, self.images, self.cfg, Dist(),
-                        start_step=0, on_step=on_step)
+        steps = sum(1 for _ in train_one_epoch(self.model, self.optimizer, None, triplets, self.images, self.cfg,
+                                               Dist()))
         _sync(self.device)
         seconds = time.perf_counter() - t0
         return {"epoch_s": seconds, "steps": steps, "triplets_per_s": len(triplets) / seconds}
@@ -114,7 +97,7 @@ def _step(model: DVBPR, optimizer: torch.optim.Optimizer, cfg: TrainConfig, u, i
           device: torch.device, net: torch.nn.Module | None = None) -> torch.Tensor:
     """One optimisation step with train_one_epoch's loss (BPR + L2 terms), no host sync.
     `net` runs the forward pass (a compiled model), `model` gives the L2 terms."""
-    with _autocast(device):
+    with autocast(device):
         x_uij = (net or model)(u, i, j, imgs)
     bpr = bpr_loss(x_uij)
     loss = (bpr + model.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
@@ -218,10 +201,8 @@ def tutorial_pipeline(dataset: Dataset, image_size: int, arch: str, batch: int, 
 
 
 # ------------------------------------------------------------------------------- section
-def training_data(ctx) -> "Path":
+def training_data(ctx) -> Path:
     """The default dataset (mirrored, so caches stay in the work folder), or a tiny one in smoke."""
-    from pathlib import Path
-
     from benchmarks.synthdata import CatalogueSpec, make_catalogue, mirror_dataset
 
     if ctx.sizes.train_data == "default":

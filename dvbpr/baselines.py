@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from .data import Dataset
-from .model import bpr_loss
+from .model import ServingFactors, bpr_loss, cold_item_bias
 from .sampling import TripletSampler
 
 
@@ -58,15 +57,16 @@ class BPRMF(nn.Module):
                                                   self.beta_items(neg)))
 
     @torch.inference_mode()
-    def all_scores(self, users: torch.Tensor, cold_items: torch.Tensor) -> torch.Tensor:
+    def serving_factors(self, cold_items: torch.Tensor) -> ServingFactors:
+        """As `DVBPR.serving_factors` without the visual term: cold items get gamma_i = 0 and the
+        mean warm bias."""
+        bias, new_item_bias = cold_item_bias(self.beta_items.weight.squeeze(-1), cold_items)
         gamma = self.gamma_items.weight.masked_fill(cold_items[:, None], 0.0)
-        beta = self.beta_items.weight.squeeze(-1)
-        warm_mean = beta[~cold_items].mean() if bool((~cold_items).any()) else beta.new_zeros(())
-        beta = torch.where(cold_items, warm_mean, beta)
-        return self.gamma_users(users) @ gamma.T + beta[None, :]
+        return ServingFactors.build([self.gamma_users.weight], [gamma], bias, new_item_bias, visual_dim=0)
 
 
-def train_bpr_mf(dataset: Dataset, cfg: BPRMFConfig = BPRMFConfig(), progress: bool = False) -> BPRMF:
+def train_bpr_mf(dataset: Dataset, cfg: BPRMFConfig | None = None, progress: bool = False) -> BPRMF:
+    cfg = cfg or BPRMFConfig()
     torch.manual_seed(cfg.seed)
     model = BPRMF(dataset.n_users, dataset.n_items, cfg.dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -10,16 +10,15 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import CheckpointError
-from .fsutil import atomic_save_torch
+from .fsutil import atomic_write
 from .model import DVBPR, ModelConfig
-from .rundir import BEST, LAST
 
 FORMAT = "dvbpr-checkpoint-1"
 
@@ -46,7 +45,7 @@ def save_checkpoint(path: str | Path, model: DVBPR, *, train_config: dict, user_
     }
     if training_state is not None:
         ckpt["training_state"] = training_state
-    return atomic_save_torch(path, ckpt)
+    return atomic_write(path, lambda fh: torch.save(ckpt, fh))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -71,15 +70,79 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> DVB
     return model.to(device).eval()
 
 
-def find_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint a run is used through: best.pt, else last.pt."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder {run_dir} does not exist")
-    for name in (BEST, LAST):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise CheckpointError(f"run folder {run_dir} has no checkpoint ({BEST} or {LAST}) yet")
+def checkpoint_fields(dataset, train_config: dict) -> dict:
+    """What every checkpoint of a run on `dataset` holds besides the weights and the progress
+    (`save_checkpoint`'s keyword arguments): id maps, cold items, signature, train config."""
+    return dict(user_ids=dataset.users.ids, item_ids=dataset.items.ids, cold_items=torch.as_tensor(dataset.cold_items),
+                dataset_signature=dataset_signature(dataset), train_config=train_config)
+
+
+@dataclass
+class CheckpointWriter:
+    """Writes a training run's checkpoints (a no-op on ranks other than 0). Given the early-stop
+    counters, a checkpoint is resumable (last.pt): it also holds the optimiser, the schedule, the
+    RNG state and the position in the epoch."""
+
+    run_dir: Path
+    model: DVBPR
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+    device: torch.device
+    active: bool
+    fields: dict  # `checkpoint_fields`
+
+    def save(self, name: str, epoch: int, step_in_epoch: int, metrics: dict,
+             early_stop: tuple[float, int] | None = None, before: Any = None) -> None:
+        """`early_stop`: (best validation AUC, epochs without gain). `before`: the RNG state and
+        buffers from before the step a resume runs first (`train.CheckpointDue`), else the
+        current ones."""
+        if not self.active:
+            return
+        state = None
+        if early_stop is not None:
+            state = {"optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+                     "rng": before.rng if before else rng_state(self.device), "step_in_epoch": step_in_epoch,
+                     "best": early_stop[0], "stale_epochs": early_stop[1]}
+        save_checkpoint(self.run_dir / name, self.model, epoch=epoch, step=epoch * self.steps_per_epoch + step_in_epoch,
+                        metrics=metrics, training_state=state, buffers=before.buffers if before else None,
+                        **self.fields)
+
+
+def transfer_weights(model: DVBPR, source: dict, user_ids: list[str], item_ids: list[str]) -> None:
+    """Initialise `model` from another run's checkpoint (fine-tuning): the CNN as it is, and the
+    rows of theta, gamma and beta of the users and items found in `source` by id; new users and
+    items keep their fresh parameters."""
+    state, own = source["model"], model.state_dict()
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if name.startswith("cnn."):
+                own[name].copy_(tensor)
+        for table, ids_key, ids in (("theta_users", "user_ids", user_ids), ("gamma_users", "user_ids", user_ids),
+                                    ("gamma_items", "item_ids", item_ids), ("beta_items", "item_ids", item_ids)):
+            key = f"{table}.weight"
+            if key not in state or key not in own:
+                continue
+            old_index = {id_: i for i, id_ in enumerate(source[ids_key])}
+            pairs = [(new, old_index[id_]) for new, id_ in enumerate(ids) if id_ in old_index]
+            if pairs:
+                new_rows, old_rows = map(torch.tensor, zip(*pairs))
+                own[key][new_rows] = state[key][old_rows].to(own[key].dtype)
+
+
+def rng_state(device: torch.device) -> dict:
+    """The RNG states a resumable checkpoint keeps (the CPU's, and the GPU's on CUDA)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def dataset_signature(dataset) -> str:
@@ -90,13 +153,4 @@ def dataset_signature(dataset) -> str:
         h.update("\n".join(ids).encode() + b"\0")
     for rows in (dataset.train, dataset.val, dataset.test):
         h.update(rows.astype("<i8").tobytes() + b"\0")
-    return h.hexdigest()
-
-
-def file_hash(path: str | Path) -> str:
-    """sha256 of a file, for caches keyed by the exact checkpoint."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()

@@ -8,11 +8,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable
 
+import numpy as np
+
+from .config import PRESETS, TrainConfig, option_default, option_flag, option_help, resume_config
+from .data import load_dataset
+from .diagnostics import embedding_report, format_report
+from .emoji import EMOJI_DATA_DIR, EmojiConfig, make_emoji_dataset
 from .errors import DVBPRError
+from .evaluate import evaluate_baselines, evaluate_recommender, format_table, write_per_user_csv
+from .fsutil import read_json
+from .importers import REPORT_FILE, import_kang_npy, import_visrec
+from .recommender import Recommender
+from .rundir import BEST, CACHE, LAST
+from .synth import DEFAULT_DATA_DIR, SynthConfig, ensure_default_dataset, make_dataset
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -29,8 +41,6 @@ def _print_json(obj: object) -> None:
 
 
 def _json_default(o: object) -> object:
-    import numpy as np
-
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -40,8 +50,6 @@ def _json_default(o: object) -> object:
 
 def _data_or_default(data: str | None) -> Path:
     """DATA as given, or the default dataset, generated if missing."""
-    from .synth import DEFAULT_DATA_DIR, ensure_default_dataset
-
     if data is None or Path(data).resolve() == DEFAULT_DATA_DIR:
         return ensure_default_dataset(progress=True)
     return Path(data)
@@ -51,7 +59,7 @@ def _ks(text: str) -> tuple[int, ...]:
     try:
         ks = tuple(int(k) for k in text.split(",") if k.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--k must be comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--k must be comma-separated integers, got {text!r}") from None
     if not ks or min(ks) < 1:
         raise argparse.ArgumentTypeError("--k needs positive integers, e.g. 10,20,100")
     return ks
@@ -60,8 +68,6 @@ def _ks(text: str) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------ commands
 @command("make-default")
 def _make_default(args: argparse.Namespace) -> int:
-    from .synth import DEFAULT_DATA_DIR, SynthConfig, make_dataset
-
     out = Path(args.out) if args.out else DEFAULT_DATA_DIR
     make_dataset(out, SynthConfig(seed=args.seed), progress=True)
     print(f"default dataset written to {out}")
@@ -70,9 +76,6 @@ def _make_default(args: argparse.Namespace) -> int:
 
 @command("make-emoji")
 def _make_emoji(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .emoji import EMOJI_DATA_DIR, EmojiConfig, make_emoji_dataset
-
     out = Path(args.out) if args.out else EMOJI_DATA_DIR
     make_emoji_dataset(out, EmojiConfig(n_users=args.users, seed=args.seed), package=args.package, progress=True)
     dataset = load_dataset(out)
@@ -87,8 +90,6 @@ def _make_emoji(args: argparse.Namespace) -> int:
 
 @command("info")
 def _info(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-
     dataset = load_dataset(_data_or_default(args.data))
     info = dataset.info()
     if args.json:
@@ -104,7 +105,7 @@ def _info(args: argparse.Namespace) -> int:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from .train import PRESETS, TrainConfig, resume_config, train
+    from .train import train  # the training module, only for the command that trains
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if args.preset:
@@ -128,9 +129,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recommender(args: argparse.Namespace):
-    from .recommender import Recommender
-
+def _recommender(args: argparse.Namespace) -> Recommender:
     return Recommender.from_run(args.run_dir, data=args.data, device=args.device, progress=True)
 
 
@@ -149,12 +148,8 @@ def _recommend(args: argparse.Namespace) -> int:
 
 @command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_baselines, evaluate_model, format_table, write_per_user_csv
-    from .train import ImageBatches
-
     rec = _recommender(args)
-    result = evaluate_model(rec.model, rec.dataset, ImageBatches(rec.store, rec.device), split=args.split,
-                            ks=args.k, phi=rec.phi, progress=True)
+    result = evaluate_recommender(rec, split=args.split, ks=args.k, progress=True)
     table = {"dvbpr": result.metrics}
     if args.baselines:
         table.update({name: r.metrics for name, r in
@@ -163,8 +158,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         write_per_user_csv(args.per_user, result, rec.dataset)
     embedding = None
     if args.embedding:
-        from .diagnostics import embedding_report, format_report
-
         embedding = embedding_report(rec)
     if args.json:
         _print_json(table if embedding is None else {**table, "embedding": embedding})
@@ -204,21 +197,15 @@ def _similar(args: argparse.Namespace) -> int:
 
 @command("precompute")
 def _precompute(args: argparse.Namespace) -> int:
-    from .recommender import Recommender
-
     rec = Recommender.from_run(args.run_dir, data=args.data, device=args.device, progress=True, top_lists=True)
     n_users, k = rec.top_ids.shape
-    print(f"top-{k} lists of {n_users:,} users cached in {Path(rec.checkpoint_path).parent / 'cache'}: "
+    print(f"top-{k} lists of {n_users:,} users cached in {Path(rec.checkpoint_path).parent / CACHE}: "
           f"recommend with k <= {k} is now a lookup")
     return 0
 
 
 @command("import")
 def _import(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .fsutil import read_json
-    from .importers import REPORT_FILE, import_kang_npy, import_visrec
-
     if args.format == "kang-npy":
         out = import_kang_npy(args.file, args.out, trust_pickle=args.trust_pickle,
                               skip_missing_images=args.skip_missing_images)
@@ -242,19 +229,34 @@ def _import(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------- parser
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="run folder holding best.pt or last.pt (e.g. models/default)")
+    p.add_argument("run_dir", help=f"run folder holding {BEST} or {LAST} (e.g. models/default)")
     p.add_argument("--data", default=None,
                    help="dataset folder (default: the one the run records, found relative to the run "
                         "folder, then by name under DVBPR_DATA_ROOT, then as recorded)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .model import ARCHS, TERMS
-    from .sampling import NEGATIVE_POOLS
-    from .model import NORMS, THETA_INITS
-    from .train import LR_SCHEDULES, PRESETS
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its help, default and choices taken from the field. Every
+    default here is None, so that the flags actually given can be told apart (a preset, resume)."""
+    for f in fields(TrainConfig):
+        default = option_default(f.name)
+        kind: dict = ({"action": argparse.BooleanOptionalAction} if isinstance(default, bool)
+                      else {"type": type(default) if default is not None else str,
+                            "choices": f.metadata.get("choices")})
+        p.add_argument(option_flag(f.name), dest=f.name, default=None,
+                       help=_TRAIN_HELP.get(f.name) or option_help(f.name), **kind)
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="start from a named configuration; paper = the original code's settings "
+                        "(no BatchNorm, uniform theta, one sampled negative from all items, lr 1e-4)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
+
+_TRAIN_HELP = {"data": "dataset folder (default: data/default; with --resume: the run's own, found as for "
+                       "recommend)"}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dvbpr", description="DVBPR: visually-aware recommendation")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -276,54 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("train", help="train a DVBPR model (or resume / fine-tune one)")
-    p.add_argument("--data", default=None,
-                   help="dataset folder (default: data/default; with --resume: the run's own, found as "
-                        "for recommend)")
-    p.add_argument("--out", default=None, help="run folder to write (checkpoints, metrics, status)")
-    p.add_argument("--arch", choices=("auto",) + ARCHS, default=None,
-                   help="CNN: auto picks cnnf on CUDA and cnnf-small on the CPU")
-    p.add_argument("--image-size", dest="image_size", type=int, default=None,
-                   help="input resolution in pixels (default: 224 for cnnf/alexnet, 64 for cnnf-small)")
-    p.add_argument("--dim", type=int, default=None, help="visual embedding size K (default 100)")
-    p.add_argument("--cf-dim", dest="cf_dim", type=int, default=None, help="gamma size (default 100)")
-    p.add_argument("--terms", choices=TERMS, default=None,
-                   help="score terms: visual (original code), visual+cf (tutorial), full (default)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs; one epoch visits every training interaction")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="triplets per step (default 128)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--l2-cnn", dest="l2_cnn", type=float, default=None, help="L2 on CNN weights (default 1e-3)")
-    p.add_argument("--l2-theta", dest="l2_theta", type=float, default=None, help="L2 on theta rows (default 1.0)")
-    p.add_argument("--l2-cf", dest="l2_cf", type=float, default=None, help="L2 on gamma and beta rows (default 1e-3)")
-    p.add_argument("--negatives", choices=NEGATIVE_POOLS, default=None,
-                   help="negative pool: warm items only (default; better on cold items, see docs/training.md) or all items (the paper)")
-    p.add_argument("--in-batch", dest="in_batch", action=argparse.BooleanOptionalAction, default=None,
-                   help="rank each positive against every other image of its batch too (default on; "
-                        "--no-in-batch: one sampled negative per positive, the paper)")
-    p.add_argument("--norm", choices=NORMS, default=None,
-                   help="normalisation in the CNN: batch (default) or none (the paper's CNN-F)")
-    p.add_argument("--theta-init", dest="theta_init", choices=THETA_INITS, default=None,
-                   help="initial theta_u: normal N(0, 0.01) (default) or uniform U(0, 0.01) (the original code)")
-    p.add_argument("--dropout", type=float, default=None, help="dropout on the CNN's hidden fc layers (default 0.5)")
-    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="start from a named configuration; paper = the original code's settings "
-                        "(no BatchNorm, uniform theta, one sampled negative from all items, lr 1e-4)")
-    p.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=None,
-                   help="learning-rate schedule (plateau follows validation AUC)")
-    p.add_argument("--patience", type=int, default=None, help="early stop after N epochs without validation gain (0 = off)")
-    p.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--max-minutes", dest="max_minutes", type=float, default=None,
-                   help="stop (resumably) after this many minutes")
-    p.add_argument("--log-every", dest="log_every", type=int, default=None, help="steps between metrics.jsonl lines")
-    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None,
-                   help="steps between mid-epoch checkpoints (0 = end of each epoch only)")
-    p.add_argument("--val-users", dest="val_users", type=int, default=None,
-                   help="validate on a fixed sample of this many users (0 = all)")
-    p.add_argument("--init-from", dest="init_from", default=None,
-                   help="fine-tune from another run folder: users and items matched by id")
-    p.add_argument("--freeze-cnn", dest="freeze_cnn", action=argparse.BooleanOptionalAction, default=None,
-                   help="train only the embeddings (with --init-from)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _train_args(p)
 
     p = sub.add_parser("recommend", help="top-k items for a user")
     _run_args(p)

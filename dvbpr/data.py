@@ -15,10 +15,11 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Sequence, overload
+from typing import overload
 
 import numpy as np
 import pandas as pd

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -298,7 +299,7 @@ def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128
     return result
 
 
-def embedding_report(rec: "Recommender", k: int = 20, sample: int = 5000,
+def embedding_report(rec: Recommender, k: int = 20, sample: int = 5000,
                      threshold: float = NEAR_DUPLICATE_THRESHOLD, seed: int = 0) -> dict[str, Any]:
     """All the diagnostics of a Recommender's phi, as a JSON-able dict (see the module doc).
 

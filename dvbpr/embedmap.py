@@ -25,21 +25,24 @@ This module imports umap lazily and never imports streamlit.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import io
 import math
 import os
 import subprocess
 import sys
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .errors import DVBPRError, JobError
-from .fsutil import atomic_write_bytes, atomic_write_json, is_file_locked, read_json
+from .fsutil import atomic_write_bytes, atomic_write_json, file_hash, is_file_locked, read_json
+from .rundir import BEST, CACHE, LAST, find_checkpoint
 
-CACHE_DIR = "cache"
 DEFAULT_SAMPLE = 20000
 SEED = 42
 N_NEIGHBORS = 15
@@ -57,8 +60,6 @@ def checkpoint_key(run_dir: str | Path) -> str:
     Memoised on (path, size, mtime), so polling does not re-hash a large checkpoint.
     Raises CheckpointError when the run has no checkpoint.
     """
-    from .checkpoint import file_hash, find_checkpoint  # lazily: checkpoint imports torch
-
     path = find_checkpoint(run_dir)
     st = path.stat()
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -69,7 +70,7 @@ def checkpoint_key(run_dir: str | Path) -> str:
 
 def _paths(run_dir: str | Path, key: str | None = None) -> dict[str, Path]:
     key = key or checkpoint_key(run_dir)
-    cache = Path(run_dir) / CACHE_DIR
+    cache = Path(run_dir) / CACHE
     return {"map": cache / f"umap_{key}.npz", "progress": cache / f"umap_{key}.progress.json",
             "lock": cache / f"umap_{key}.lock", "log": cache / f"umap_{key}.log", "key": Path(key)}
 
@@ -159,10 +160,8 @@ def _item_features(run_dir: Path, data: str | Path | None) -> np.ndarray:
     """phi of every item: the Recommender's cache of this checkpoint when there is one (named
     phi_<stem>_<checkpoint hash>_<images hash>.npy; the app loads the Recommender, and so
     refreshes it, before it starts a map), else computed through the Recommender."""
-    from .checkpoint import find_checkpoint
-
     stem = find_checkpoint(run_dir).stem
-    cached = sorted((run_dir / CACHE_DIR).glob(f"phi_{stem}_{checkpoint_key(run_dir)}_*.npy"))
+    cached = sorted((run_dir / CACHE).glob(f"phi_{stem}_{checkpoint_key(run_dir)}_*.npy"))
     if len(cached) == 1:
         try:
             phi = np.load(cached[0], allow_pickle=False)
@@ -170,7 +169,7 @@ def _item_features(run_dir: Path, data: str | Path | None) -> np.ndarray:
                 return phi.astype(np.float32, copy=False)
         except (OSError, ValueError):
             pass
-    from .recommender import Recommender
+    from .recommender import Recommender  # imports torch: only when phi is not cached yet
 
     rec = Recommender.from_run(run_dir, data=data, device="cpu", top_lists=False)
     return rec.item_embeddings().astype(np.float32)
@@ -188,8 +187,6 @@ def _fit_umap(phi: np.ndarray, sample: int, seed: int, report: ProgressCallback)
         k = min(2, u.shape[1])
         coords[:, :k] = u[:, :k] * s[:k]
         return coords.astype(np.float32)
-
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -246,9 +243,6 @@ def compute_map(run_dir: str | Path, data: str | Path | None = None, sample: int
     and `transform`s the rest. Reports progress to `progress_callback(fraction, message)` and to
     the progress JSON. JobError if another process is computing this map right now.
     """
-    import fcntl
-    import io
-
     run_dir = Path(run_dir)
     if sample < 2:
         raise DVBPRError(f"sample must be at least 2, got {sample}")
@@ -346,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m dvbpr.embedmap",
         description="Compute the 2-D UMAP map of a run's visual item embeddings and cache it in "
                     "RUN_DIR/cache/umap_<checkpoint-sha16>.npz (the app runs this in the background).")
-    parser.add_argument("run_dir", help="run folder holding best.pt or last.pt (e.g. models/default)")
+    parser.add_argument("run_dir", help=f"run folder holding {BEST} or {LAST} (e.g. models/default)")
     parser.add_argument("--data", default=None,
                         help="dataset folder (default: the one the run was trained on); only read "
                              "when the item features are not cached yet")

@@ -33,14 +33,16 @@ import subprocess
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .data import load_dataset
 from .errors import DataError
 from .fsutil import atomic_write_json, atomic_write_text
 from .synth import COMPLETE_MARKER, _csv_text, _ids, _replaceable, is_complete
@@ -150,7 +152,7 @@ def _read_package(tarball: Path) -> tuple[list[dict], dict[str, bytes], dict]:
                 parts = member.name.split("/")
                 if not member.isfile() or len(parts) < 2 or "" in parts or ".." in parts:
                     continue
-                top, rest = parts[0], "/".join(parts[1:])
+                rest = "/".join(parts[1:])
                 if rest in ("emoji.json", "package.json"):
                     wanted_json[rest] = tar.extractfile(member).read()
                 elif rest.startswith(IMAGE_DIR_IN_PACKAGE + "/") and _IMAGE_NAME.match(parts[-1]) \
@@ -468,8 +470,6 @@ def taste_lifts(folder: str | Path, split: str = "train") -> dict[str, dict[str,
     `catalogue` (mean share of the catalogue inside the favourites, per interaction) and `lift`
     (share / catalogue). Needs the loader's split, so it loads the dataset.
     """
-    from .data import load_dataset
-
     folder = Path(folder)
     dataset = load_dataset(folder, check_images=False)
     tastes = json.loads((folder / "hidden_tastes.json").read_text())

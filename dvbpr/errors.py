@@ -28,8 +28,16 @@ class CheckpointError(DVBPRError):
     """A checkpoint is missing, corrupt, or does not match the dataset it is used with."""
 
 
+class DatasetChangedError(CheckpointError):
+    """The dataset's users, items or interactions are no longer those the model was trained on."""
+
+
 class TrainingError(DVBPRError):
     """Training cannot start or had to stop (bad configuration, NaN loss, busy run folder)."""
+
+
+class DeviceUnavailableError(TrainingError):
+    """The requested device (CUDA) is not available on this machine."""
 
 
 class JobError(DVBPRError):

@@ -4,20 +4,31 @@ Protocol (see docs/evaluation.md): every held-out row of the split is a target; 
 training items (and, on the test split, their validation items) are excluded from the ranking;
 every other catalogue item is a candidate. Ties are broken pessimistically. Metrics are computed
 by `evaluate_core.evaluate_ranking`, users in chunks times all items as one matrix product.
+
+A run is evaluated through the serving API (`evaluate_recommender`: the scores `Recommender`
+serves); training's validation, which has a model but no Recommender, folds the model the same
+way (`evaluate_model`); both end in `evaluate_factors`, as BPR-MF does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .baselines import BPRMFConfig, popularity_scores, train_bpr_mf
 from .data import Dataset
 from .evaluate_core import RankingResult, evaluate_ranking
-from .model import DVBPR
+from .features import ImageBatches, embed_items
+from .fsutil import atomic_write_text
+from .model import DVBPR, ServingFactors
+
+if TYPE_CHECKING:
+    from .recommender import Recommender
 
 DEFAULT_KS = (20, 100)
 
@@ -42,6 +53,17 @@ def split_csr(dataset: Dataset, split: str, users: np.ndarray | None = None
     targets = _gather_rows(users, [(t_ptr, t_idx)])
     exclude = _gather_rows(users, excluded)
     return users, *targets, *exclude
+
+
+def sample_users(dataset: Dataset, split: str, n: int, seed: int = 0) -> np.ndarray | None:
+    """A fixed sample of `n` users with held-out rows in `split`, sorted; None (all of them) when
+    `n` is 0 or not smaller than their number."""
+    if not n:
+        return None
+    users = np.unique(dataset.split(split)[:, 0])
+    if len(users) <= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
 
 
 def _gather_rows(users: np.ndarray, csrs: Sequence[tuple[np.ndarray, np.ndarray]]
@@ -73,31 +95,41 @@ def evaluate_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], dataset: D
                             progress=progress)
 
 
-def evaluate_model(model: DVBPR, dataset: Dataset, images, split: str = "test",
+def evaluate_factors(factors: ServingFactors, dataset: Dataset, split: str = "test",
+                     ks: Sequence[int] = DEFAULT_KS, users: np.ndarray | None = None,
+                     progress: bool = False) -> RankingResult:
+    """Metrics of a model folded for serving (`DVBPR.serving_factors`, `BPRMF.serving_factors`)."""
+    return evaluate_scores(factors.scores, dataset, split, ks, users, device=factors.device, progress=progress)
+
+
+def evaluate_recommender(rec: Recommender, split: str = "test", ks: Sequence[int] = DEFAULT_KS,
+                         users: np.ndarray | None = None, progress: bool = False) -> RankingResult:
+    """A loaded run's metrics, from exactly the scores its `Recommender` serves."""
+    return evaluate_factors(rec.factors, rec.dataset, split, ks, users, progress=progress)
+
+
+def evaluate_model(model: DVBPR, dataset: Dataset, images: ImageBatches | None = None, split: str = "test",
                    ks: Sequence[int] = DEFAULT_KS, users: np.ndarray | None = None,
                    phi: torch.Tensor | None = None, progress: bool = False) -> RankingResult:
-    """DVBPR's metrics: phi of every item once (unless given), then chunked matrix products."""
-    from .train import embed_items
-
-    device = images.device
+    """A model in memory (training's validation): phi of every item from `images` unless given."""
     if phi is None:
+        if images is None:
+            raise ValueError("evaluate_model needs phi or images")
         phi = embed_items(model, images, dataset.n_items, progress=progress)
-    cold = torch.as_tensor(dataset.cold_items, device=device)
-    return evaluate_scores(lambda u: model.all_scores(u.to(device), phi, cold), dataset, split, ks,
-                           users, device=device, progress=progress)
+    cold = torch.as_tensor(dataset.cold_items, device=phi.device)
+    return evaluate_factors(model.serving_factors(phi, cold), dataset, split, ks, users, progress=progress)
 
 
 def evaluate_baselines(dataset: Dataset, split: str = "test", ks: Sequence[int] = DEFAULT_KS,
-                       bpr_mf: BPRMFConfig = BPRMFConfig(), progress: bool = False
+                       bpr_mf: BPRMFConfig | None = None, progress: bool = False
                        ) -> dict[str, RankingResult]:
     """`popularity` and `bpr-mf` (trained here, on the same split and sampler)."""
     pop = popularity_scores(dataset)
     results = {"popularity": evaluate_scores(lambda u: pop.expand(len(u), -1), dataset, split, ks,
                                              progress=progress)}
     mf = train_bpr_mf(dataset, bpr_mf, progress=progress)
-    cold = torch.as_tensor(dataset.cold_items)
-    results["bpr-mf"] = evaluate_scores(lambda u: mf.all_scores(u, cold), dataset, split, ks,
-                                        progress=progress)
+    results["bpr-mf"] = evaluate_factors(mf.serving_factors(torch.as_tensor(dataset.cold_items)), dataset, split,
+                                         ks, progress=progress)
     return results
 
 
@@ -118,10 +150,6 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def write_per_user_csv(path: str | Path, result: RankingResult, dataset: Dataset) -> Path:
-    import pandas as pd
-
-    from .fsutil import atomic_write_text
-
     table = {k: v for k, v in result.per_user.items() if k != "user"}
     frame = pd.DataFrame({"user_id": dataset.users.to_ids(result.per_user["user"]), **table})
     return atomic_write_text(path, frame.to_csv(index=False))

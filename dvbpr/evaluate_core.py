@@ -8,13 +8,14 @@ over blocks of comparisons that bound memory; everything per user and per item i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from dvbpr import metrics
+from . import metrics
 
 SAMPLED_NEGATIVES = 100
 """Negatives per user for the paper's sampled AUC (metric ``auc_sampled100``)."""
@@ -26,11 +27,11 @@ _CPU_BLOCK_COMPARISONS = 1 << 20
 """The same on CPU, where blocks that stay in cache are an order of magnitude faster."""
 
 _OVERSAMPLING = 2
+"""Draws with replacement per wanted sampled negative, before falling back to exact draws."""
 
 _MAX_CHUNK_SCORES = 1 << 27
 """Scores in one chunk's matrix at most (128M, 512 MB in fp32): caps the users per chunk on
 large catalogues, where 1,024 users x 350k items would hold several 1.4 GB matrices."""
-"""Draws with replacement per wanted sampled negative, before falling back to exact draws."""
 
 
 @dataclass
@@ -139,12 +140,7 @@ def evaluate_ranking(
     buffers: dict[torch.dtype, torch.Tensor] = {}  # one masked-scores matrix reused by every chunk
 
     chunk_size = min(chunk_size, max(1, _MAX_CHUNK_SCORES // n_items))
-    starts: Iterable[int] = range(0, n_users, chunk_size)
-    if progress:
-        from tqdm import tqdm  # imported only when asked for
-
-        starts = tqdm(starts, desc="evaluating", unit="chunk")
-    for start in starts:
+    for start in tqdm(range(0, n_users, chunk_size), desc="evaluating", unit="chunk", disable=not progress):
         stop = min(start + chunk_size, n_users)
         chunk = _rank_chunk(
             score_fn, n_items, users[start:stop],
@@ -198,8 +194,9 @@ def _rank_chunk(
 
     ``targets`` and ``excluded`` are ``(row, item)`` pair lists for the chunk's rows, the target
     pairs ordered by row. ``buffers`` keeps the masked copy of the scores between chunks: fresh
-    memory of that size costs more to fault in than the ranking work on it. Returns the padded ``(B, T_max)`` ``ranks`` (``inf`` padding), the
-    ``(B, top_k)`` ``top_items`` (-1 padding) and the per-user AUCs of the chunk.
+    memory of that size costs more to fault in than the ranking work on it. Returns the padded
+    ``(B, T_max)`` ``ranks`` (``inf`` padding), the ``(B, top_k)`` ``top_items`` (-1 padding)
+    and the per-user AUCs of the chunk.
     """
     n_rows = users.size
     target_rows_np, target_items_np = targets

@@ -6,12 +6,15 @@ crash or SIGKILL leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import DVBPRError
 
@@ -28,7 +31,8 @@ def safe_name(name: str, what: str = "name") -> str:
     return name
 
 
-def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write `path` atomically through `write(file_object)` (e.g. `lambda fh: torch.save(obj, fh)`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -49,21 +53,24 @@ def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) ->
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return _atomic(path, lambda fh: fh.write(data), "wb")
+    return atomic_write(path, lambda fh: fh.write(data), "wb")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return _atomic(path, lambda fh: fh.write(text), "w")
+    return atomic_write(path, lambda fh: fh.write(text), "w")
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_save_torch(path: str | os.PathLike, obj: Any) -> Path:
-    import torch
-
-    return _atomic(path, lambda fh: torch.save(obj, fh), "wb")
+def file_hash(path: str | os.PathLike) -> str:
+    """sha256 of a file, for caches keyed by its exact bytes (a checkpoint's)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
@@ -77,8 +84,6 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
 def is_file_locked(path: str | os.PathLike) -> bool:
     """True while another process holds an exclusive flock on `path` (dropped by the kernel when
     that process dies, even by SIGKILL)."""
-    import fcntl
-
     if not os.path.exists(path):
         return False
     with open(path) as fh:

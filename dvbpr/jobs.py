@@ -12,31 +12,22 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .config import TrainConfig, cli_args
 from .errors import JobError
 from .fsutil import safe_name
-from .rundir import STATUS
-from .train import TrainConfig, is_locked, read_metrics, read_status
-
-LOG = "train.log"
-
-
-def _cli_args(cfg: TrainConfig) -> list[str]:
-    """The `train` command line that reproduces `cfg` (flags mirror the field names)."""
-    args: list[str] = []
-    defaults = TrainConfig(data="", out="")
-    for f in fields(TrainConfig):
-        value = getattr(cfg, f.name)
-        if f.name in ("data", "out") or value == getattr(defaults, f.name):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            args += [flag if value else "--no-" + flag[2:]]
-        else:
-            args += [flag, str(value)]
-    return ["--data", cfg.data, "--out", cfg.out, *args]
+from .rundir import (  # the run folder's readers, re-exported for the app
+    LOG,
+    STATUS,
+    RunSummary,
+    has_checkpoint,
+    is_locked,
+    list_runs,
+    read_metrics,
+    read_status,
+    run_state,
+)
 
 
 def start_training(cfg: TrainConfig, resume: bool = False) -> int:
@@ -46,10 +37,10 @@ def start_training(cfg: TrainConfig, resume: bool = False) -> int:
     safe_name(run_dir.name, "run name")
     if is_locked(run_dir):
         raise JobError(f"a training job is already running in {run_dir}; stop it or pick another run name")
-    if not resume and any((run_dir / n).exists() for n in ("last.pt", "best.pt")):
+    if not resume and has_checkpoint(run_dir):
         raise JobError(f"{run_dir} already holds a run: resume it or pick another run name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "dvbpr", "train", *_cli_args(cfg)] + (["--resume"] if resume else [])
+    cmd = [sys.executable, "-m", "dvbpr", "train", *cli_args(cfg)] + (["--resume"] if resume else [])
     # cwd stays the caller's (relative --data/--out mean what they meant here); the package is
     # installed (scripts/setup.sh: `pip install -e .`), so the job imports it from any folder.
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -84,50 +75,6 @@ def stop_training(run_dir: str | Path) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-@dataclass
-class RunSummary:
-    name: str
-    path: str
-    state: str
-    data: str
-    arch: str
-    epoch: int
-    epochs: int
-    best_val_auc: float | None
-    updated_at: float | None
-    has_checkpoint: bool
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def run_state(run_dir: str | Path) -> str:
-    """running, finished, stopped, failed, or 'interrupted' for a run that says running but
-    whose process is gone (killed): resume it."""
-    status = read_status(run_dir)
-    state = status.get("state", "new")
-    if state in ("running", "starting") and not is_locked(run_dir):
-        return "interrupted"
-    return state
-
-
-def list_runs(root: str | Path) -> list[RunSummary]:
-    """Every run folder directly under `root` (newest first)."""
-    root = Path(root)
-    runs = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        status = read_status(path)
-        has_ckpt = (path / "best.pt").is_file() or (path / "last.pt").is_file()
-        if not status and not has_ckpt:
-            continue
-        runs.append(RunSummary(
-            name=path.name, path=str(path), state=run_state(path), data=str(status.get("data", "")),
-            arch=str(status.get("arch", "")), epoch=int(status.get("epoch", 0) or 0),
-            epochs=int(status.get("epochs", 0) or 0), best_val_auc=status.get("best_val_auc"),
-            updated_at=status.get("updated_at"), has_checkpoint=has_ckpt))
-    return sorted(runs, key=lambda r: r.updated_at or 0, reverse=True)
 
 
 def job_log(run_dir: str | Path, lines: int = 40) -> str:

@@ -17,7 +17,7 @@ from .errors import TrainingError
 
 ARCHS = ("cnnf", "cnnf-small", "alexnet")
 TERMS = ("visual", "visual+cf", "full")
-NORMS = ("none", "batch")  # none: the paper's CNN-F; batch: BatchNorm after every conv and hidden fc
+NORMS = ("none", "batch", "batch+phi")  # none: the paper's CNN-F; batch: BatchNorm after every conv and hidden fc
 THETA_INITS = ("uniform", "normal")  # uniform: U(0, 0.01) as the original code; normal: N(0, 0.01)
 DEFAULT_IMAGE_SIZE = {"cnnf": 224, "alexnet": 224, "cnnf-small": 64}
 
@@ -85,11 +85,13 @@ class CNNF(nn.Module):
     conv1 11x11/4 -> pool, conv2 5x5 -> pool, conv3-5 3x3 -> pool, fc -> fc -> K. No LRN, as the
     original code. `small=True` keeps the shape but shrinks it for 64-96 px images on a CPU.
     `norm=True` adds BatchNorm after every conv and hidden fc: without it most units of the deep
-    layers die and phi collapses to a few directions (docs/training.md).
+    layers die and phi collapses to a few directions (docs/training.md). `norm_phi=True` also
+    standardises phi itself (BatchNorm without affine): every one of its K dimensions keeps unit
+    variance over the catalogue, so the dominant visual factor (colour) cannot drown the others.
     """
 
     def __init__(self, dim: int, image_size: int, small: bool = False, dropout: float = 0.5,
-                 norm: bool = False):
+                 norm: bool = False, norm_phi: bool = False):
         super().__init__()
         if small:
             widths, k1, s1, fc = (16, 32, 64, 64, 64), 5, 2, 256
@@ -112,6 +114,7 @@ class CNNF(nn.Module):
             *_fc(flat, fc, dropout, norm),
             *_fc(fc, fc, dropout, norm),
             nn.Linear(fc, dim),
+            *([nn.BatchNorm1d(dim, affine=False)] if norm_phi else []),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +133,58 @@ def build_cnn(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "alexnet":
         return _alexnet(cfg.dim, cfg.dropout)
     return CNNF(cfg.dim, cfg.image_size, small=cfg.arch == "cnnf-small", dropout=cfg.dropout,
-                norm=cfg.norm == "batch")
+                norm=cfg.norm != "none", norm_phi=cfg.norm == "batch+phi")
+
+
+def cold_item_bias(beta: torch.Tensor, cold_items: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one cold-item bias rule. Items without a training interaction have an untrained beta_i:
+    they get the mean bias of the warm items (0 when none is warm), as does a new item that has
+    only an image. Returns (beta_i of every item with the cold ones replaced, that mean)."""
+    if cold_items is None:
+        return beta, beta.mean()
+    warm = ~cold_items
+    mean = beta[warm].mean() if bool(warm.any()) else beta.new_zeros(())
+    return (torch.where(cold_items, mean, beta) if bool(cold_items.any()) else beta), mean
+
+
+@dataclass(frozen=True)
+class ServingFactors:
+    """A model folded into factor matrices: score(u, i) = users[u] . items_t[:, i] + bias[i].
+
+    The first `visual_dim` columns are the visual term: a new item with only an image scores
+    users[:, :visual_dim] . phi + new_item_bias. Evaluation, the recommender and the baselines
+    all score through this one rule (`DVBPR.serving_factors`, `BPRMF.serving_factors`).
+    """
+
+    users: torch.Tensor  # (n_users, D) float32
+    # (D, n_items): a user's scores then stream through contiguous rows, twice as fast on the CPU
+    # as the (n_items, D) layout
+    items_t: torch.Tensor
+    bias: torch.Tensor  # (n_items,)
+    new_item_bias: torch.Tensor  # ()
+    visual_dim: int
+
+    @classmethod
+    def build(cls, users: list[torch.Tensor], items: list[torch.Tensor], bias: torch.Tensor,
+              new_item_bias: torch.Tensor, visual_dim: int) -> ServingFactors:
+        """From the per-term user and item parts, (n_users, d) and (n_items, d) each."""
+        return cls(torch.cat(users, 1).float().contiguous(), torch.cat(items, 1).float().T.contiguous(),
+                   bias.float(), new_item_bias.float(), visual_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.users.device
+
+    @torch.inference_mode()
+    def scores(self, users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n_items) scores of the users given by index (a long tensor on `device`), written
+        into `out` when given (fresh memory is slow to fault in: reuse a buffer for many calls)."""
+        return torch.addmm(self.bias, self.users[users], self.items_t, out=out)
+
+    @torch.inference_mode()
+    def new_item_scores(self, phi: torch.Tensor) -> torch.Tensor:
+        """(n_users,) scores of a new item from its visual features phi (K,) alone."""
+        return self.users[:, :self.visual_dim] @ phi + self.new_item_bias
 
 
 class DVBPR(nn.Module):
@@ -171,7 +225,8 @@ class DVBPR(nn.Module):
         return [m.weight for m in self.cnn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
     def score(self, users: torch.Tensor, items: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-        """x_ui for aligned (users, items) pairs, phi = phi(X_items) already computed."""
+        """x_ui for aligned (users, items) pairs, phi = phi(X_items) already computed (training;
+        serving folds the same terms into `serving_factors`)."""
         x = (self.theta_users(users) * phi).sum(-1)
         if self.cfg.uses_cf:
             x = x + (self.gamma_users(users) * self.gamma_items(items)).sum(-1)
@@ -220,43 +275,21 @@ class DVBPR(nn.Module):
         return 0.5 * sum(w.pow(2).sum() for w in self.cnn_weights())
 
     @torch.inference_mode()
-    def all_scores(self, users: torch.Tensor, phi_all: torch.Tensor,
-                   cold_items: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores (B, n_items) of `users` against every item, phi_all = phi of every item.
-
-        Cold items (no training interaction) have untrained gamma_i and beta_i, so they are
-        scored as an uploaded image is: the visual term plus the mean bias of the warm items.
-        """
-        x = self.theta_users(users) @ phi_all.T
-        # in place: a (B, n_items) temporary per term costs more than the products at scale
+    def serving_factors(self, phi: torch.Tensor, cold_items: torch.Tensor | None = None) -> ServingFactors:
+        """The model folded for serving and evaluation, phi = phi(X_i) of every item: users
+        [theta_u, gamma_u], items [phi_i, gamma_i] and beta_i, by `terms`. Cold items (no
+        training interaction) have untrained gamma_i and beta_i, so they are scored as a new
+        image is: gamma_i = 0 and the mean bias of the warm items (`cold_item_bias`)."""
+        users, items = [self.theta_users.weight], [phi]
         if self.cfg.uses_cf:
-            gamma_items = self.gamma_items.weight
-            if cold_items is not None:
-                gamma_items = gamma_items.masked_fill(cold_items[:, None], 0.0)
-            x.addmm_(self.gamma_users(users), gamma_items.T)
+            gamma = self.gamma_items.weight
+            users.append(self.gamma_users.weight)
+            items.append(gamma if cold_items is None else gamma.masked_fill(cold_items[:, None], 0.0))
         if self.cfg.uses_bias:
-            x.add_(self.item_bias(cold_items)[None, :])
-        return x
-
-    def item_bias(self, cold_items: torch.Tensor | None = None) -> torch.Tensor:
-        """beta_i with cold items set to the mean bias of the warm items (zeros if no bias term)."""
-        if not self.cfg.uses_bias:
-            return torch.zeros(self.cfg.n_items, device=self.theta_users.weight.device)
-        beta = self.beta_items.weight.squeeze(-1)
-        if cold_items is not None and bool(cold_items.any()):
-            warm = ~cold_items
-            mean = beta[warm].mean() if bool(warm.any()) else beta.new_zeros(())
-            beta = torch.where(cold_items, mean, beta)
-        return beta
-
-    def cold_bias(self, cold_items: torch.Tensor | None = None) -> torch.Tensor:
-        """The bias given to a new item that has only an image: the mean bias of warm items."""
-        if not self.cfg.uses_bias:
-            return torch.zeros((), device=self.theta_users.weight.device)
-        beta = self.beta_items.weight.squeeze(-1)
-        if cold_items is not None and bool((~cold_items).any()):
-            beta = beta[~cold_items]
-        return beta.mean()
+            bias, new_item_bias = cold_item_bias(self.beta_items.weight.squeeze(-1), cold_items)
+        else:
+            bias, new_item_bias = phi.new_zeros(self.cfg.n_items), phi.new_zeros(())
+        return ServingFactors.build(users, items, bias, new_item_bias, visual_dim=self.cfg.dim)
 
 
 def bpr_loss(x_uij: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:

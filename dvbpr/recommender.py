@@ -1,41 +1,45 @@
-"""The recommender API in id space; the app and the CLI both sit on it.
+"""The recommender API in id space (ids in, lists and numpy arrays out); the app and the CLI
+both sit on it.
 
 `Recommender.from_run(run_dir)` loads a checkpoint and its dataset, computes phi(X_i) for every
 item once (cached on disk, keyed by the checkpoint's bytes and the images) and folds the model
-into two factor matrices, so a user's scores over the whole catalogue are one matrix-vector
-product:
+into factor matrices (`DVBPR.serving_factors`), so a user's scores over the whole catalogue are
+one matrix-vector product:
 
     score(u, i) = [theta_u, gamma_u] . [phi_i, gamma_i] + beta_i
 
 Items with no training interaction (cold) have untrained gamma_i and beta_i: they are scored as
-an uploaded image is, with gamma_i = 0 and beta_i = the mean bias of the warm items.
+an uploaded image is, with gamma_i = 0 and beta_i = the mean bias of the warm items. An uploaded
+image is embedded once (`cold_item`) and reused for ranking users, similar items and the map.
 
-Serving: an exact scan of a 350k-item catalogue reads 280 MB of fp32 factors per user, ~20 ms on
-a 2-core CPU whatever the code. So every user's top lists (training items excluded) can be
-precomputed once per checkpoint, in chunks of users, and cached beside phi: `recommend` is then a
-lookup. Small catalogues get them at load time; `python -m dvbpr precompute RUN_DIR` builds them
-for large ones. Calls the lists cannot answer (`items=`, `exclude_seen=False`, k beyond the lists)
-scan exactly.
+Serving: an exact scan of a large catalogue reads every item's factors per user. So every
+user's top lists (training items excluded) can be precomputed once per checkpoint, in chunks of
+users, and cached beside phi: `recommend` is then a lookup. Small catalogues get them at load
+time; `python -m dvbpr precompute RUN_DIR` builds them for large ones. Calls the lists cannot
+answer (`items=`, `exclude_seen=False`, k beyond the lists) scan exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from .checkpoint import dataset_signature, file_hash, find_checkpoint, load_checkpoint, model_from_checkpoint
+from .checkpoint import dataset_signature, load_checkpoint, model_from_checkpoint
 from .data import Dataset, load_dataset
-from .errors import CheckpointError, DVBPRError
-from .fsutil import atomic_write_bytes
-from .images import ImageStore, load_image, to_model_input
+from .errors import DatasetChangedError, DVBPRError
+from .features import ImageBatches, embed_items, embed_pixels, resolve_device
+from .fsutil import atomic_write_bytes, file_hash
+from .images import ImageStore, load_image
 from .model import DVBPR
-from .rundir import find_run_data, recorded_data
-from .train import ImageBatches, embed_items, resolve_device
+from .rundir import CACHE, find_checkpoint, find_run_data, recorded_data
 
 ImageInput = str | Path | bytes | BinaryIO
 
@@ -46,6 +50,16 @@ AUTO_TOP_LIST_SCORES = 200_000_000
 """users x items up to which `from_run` precomputes the top lists at load (about a second)."""
 
 
+@dataclass(frozen=True)
+class ColdItem:
+    """A new image, embedded once (`Recommender.cold_item`): pass it to `rank_users`,
+    `similar_items(image=...)` and `embedmap.place` instead of the image."""
+
+    pixels: np.ndarray  # uint8 (size, size, 3): the image as the model sees it
+    phi: np.ndarray  # (K,) float32: its visual features
+    user_scores: np.ndarray  # (n_users,) float32 in the order of `users()`: theta_u . phi + the mean warm bias
+
+
 class Recommender:
     def __init__(self, model: DVBPR, dataset: Dataset, store: ImageStore, phi: torch.Tensor,
                  checkpoint: dict, checkpoint_path: Path):
@@ -54,25 +68,20 @@ class Recommender:
         self.device = phi.device
         self.phi = phi
         self.cold = torch.as_tensor(dataset.cold_items, device=self.device)
-        with torch.inference_mode():
-            parts_u, parts_i = [model.theta_users.weight], [phi]
-            if model.cfg.uses_cf:
-                parts_u.append(model.gamma_users.weight)
-                parts_i.append(model.gamma_items.weight.masked_fill(self.cold[:, None], 0.0))
-            self.user_factors = torch.cat(parts_u, 1).float().contiguous()
-            # Stored (D, n_items): a user's scores then stream through contiguous rows, twice as
-            # fast on the CPU as the (n_items, D) layout (measured at 350k items: 45 -> 23 ms).
-            self.item_factors_t = torch.cat(parts_i, 1).float().T.contiguous()
-            self.item_bias = model.item_bias(self.cold).float()
-            self.new_item_bias = model.cold_bias(self.cold).float()
+        self.factors = model.serving_factors(phi, self.cold)
         self._train_ptr, self._train_idx = dataset.user_items("train")
         self.top_ids: np.ndarray | None = None  # (n_users, K) item indices, best first, -1 padded
         self.top_scores: np.ndarray | None = None
 
+    @property
+    def new_item_bias(self) -> torch.Tensor:
+        """The bias of an item that has only an image: the mean warm item bias (0-dim tensor)."""
+        return self.factors.new_item_bias
+
     # ------------------------------------------------------------------------- loading
     @classmethod
     def from_run(cls, run_dir: str | Path, data: str | Path | None = None, device: str = "auto",
-                 progress: bool = False, top_lists: bool | None = None) -> "Recommender":
+                 progress: bool = False, top_lists: bool | None = None) -> Recommender:
         """Load a run folder (best.pt, else last.pt) with its dataset: `data` when given, else
         the one the run records, found as `dvbpr.rundir` describes.
 
@@ -126,11 +135,14 @@ class Recommender:
     # ------------------------------------------------------------------------ scoring
     def scores(self, user_indices: torch.Tensor | np.ndarray | Sequence[int],
                out: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, n_items) scores of users given by index (cold items scored as new images), written
-        into `out` when given (fresh memory is slow to fault in: reuse a buffer for many calls)."""
-        u = torch.as_tensor(np.asarray(user_indices), dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            return torch.addmm(self.item_bias, self.user_factors[u], self.item_factors_t, out=out)
+        """(B, n_items) scores of users given by index, a tensor on `device` (the index-space
+        call evaluation and the top lists use; cold items scored as new images), written into
+        `out` when given (fresh memory is slow to fault in: reuse a buffer for many calls)."""
+        if isinstance(user_indices, torch.Tensor):
+            u = user_indices.to(device=self.device, dtype=torch.long)
+        else:
+            u = torch.as_tensor(np.asarray(user_indices), dtype=torch.long, device=self.device)
+        return self.factors.scores(u, out)
 
     def recommend(self, user_id: str, k: int = 20, exclude_seen: bool = True,
                   items: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
@@ -168,12 +180,7 @@ class Recommender:
         chunk = max(1, min(1024, n_users, (1 << 27) // n_items))
         with torch.inference_mode():
             buffer = torch.empty((chunk, n_items), device=self.device)
-        starts = range(0, n_users, chunk)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="top lists", unit="chunk")
-        for start in starts:
+        for start in tqdm(range(0, n_users, chunk), desc="top lists", unit="chunk", disable=not progress):
             users = np.arange(start, min(start + chunk, n_users))
             top_ids[users], top_scores[users] = self._scan_top(users, k, True, None, buffer[:len(users)])
         self.top_ids, self.top_scores = top_ids, top_scores
@@ -226,12 +233,12 @@ class Recommender:
         parts of the score, and their total (as `scores` computes it)."""
         u = self.dataset.users.index(user_id)
         i = torch.as_tensor(self.dataset.items.indices(item_ids), device=self.device)
-        k = self.model.cfg.dim
-        uf, itf = self.user_factors[u], self.item_factors_t[:, i].T
+        k = self.factors.visual_dim
+        uf, itf = self.factors.users[u], self.factors.items_t[:, i].T
         with torch.inference_mode():
             visual = itf[:, :k] @ uf[:k]
             collaborative = itf[:, k:] @ uf[k:] if uf.numel() > k else torch.zeros_like(visual)
-            bias = self.item_bias[i]
+            bias = self.factors.bias[i]
         parts = {"visual": visual, "collaborative": collaborative, "bias": bias,
                  "total": visual + collaborative + bias}
         return {name: t.cpu().numpy() for name, t in parts.items()}
@@ -241,29 +248,35 @@ class Recommender:
         """The image as the model sees it: uint8 (size, size, 3) after the training preprocessing."""
         return load_image(image, self.model.cfg.image_size, name=name)
 
-    def embed_image(self, image: ImageInput | np.ndarray, name: str | None = None) -> torch.Tensor:
-        """phi of a new image (path, bytes, file object, or an already preprocessed array)."""
+    def cold_item(self, image: ImageInput | np.ndarray | ColdItem, name: str | None = None) -> ColdItem:
+        """A new image (path, bytes, file object, or an already preprocessed uint8 array) through
+        the CNN once: its pixels as the model sees them, phi, and every user's score of it as a
+        cold item (theta_u . phi + the mean warm item bias). A ColdItem is returned as it is."""
+        if isinstance(image, ColdItem):
+            return image
         pixels = image if isinstance(image, np.ndarray) else self.preprocess(image, name)
-        batch = to_model_input(torch.from_numpy(np.ascontiguousarray(pixels))[None].to(self.device))
-        with torch.inference_mode():
-            return self.model.cnn(batch.contiguous(memory_format=torch.channels_last)).float()[0]
+        phi = embed_pixels(self.model, pixels[None], self.device)[0]
+        return ColdItem(pixels, phi.cpu().numpy(), self.factors.new_item_scores(phi).cpu().numpy())
 
-    def user_scores_for_image(self, image: ImageInput | np.ndarray, name: str | None = None) -> np.ndarray:
+    def embed_image(self, image: ImageInput | np.ndarray | ColdItem, name: str | None = None) -> torch.Tensor:
+        """phi of a new image as a tensor on `device` (`cold_item(image).phi` in numpy)."""
+        return torch.from_numpy(self.cold_item(image, name).phi).to(self.device)
+
+    def user_scores_for_image(self, image: ImageInput | np.ndarray | ColdItem, name: str | None = None
+                              ) -> np.ndarray:
         """How much every user would like a new item that has only an image (cold start):
         theta_u . phi(image) + the mean warm item bias; (n_users,) in the order of `users()`."""
-        phi = self.embed_image(image, name)
-        with torch.inference_mode():
-            return (self.model.theta_users.weight @ phi + self.new_item_bias).cpu().numpy()
+        return self.cold_item(image, name).user_scores
 
-    def rank_users(self, image: ImageInput | np.ndarray, k: int = 10, name: str | None = None
+    def rank_users(self, image: ImageInput | np.ndarray | ColdItem, k: int = 10, name: str | None = None
                    ) -> tuple[list[str], np.ndarray]:
         """The k users who would rank a new image highest, best first, with their scores."""
         _check_k(k)  # a negative k would slice off the last users instead
-        scores = self.user_scores_for_image(image, name)
+        scores = self.cold_item(image, name).user_scores
         top = np.argsort(-scores, kind="stable")[:k]
         return self.dataset.users.to_ids(top), scores[top]
 
-    def similar_items(self, item_id: str | None = None, image: ImageInput | np.ndarray | None = None,
+    def similar_items(self, item_id: str | None = None, image: ImageInput | np.ndarray | ColdItem | None = None,
                       k: int = 10) -> tuple[list[str], np.ndarray]:
         """Nearest catalogue items in phi space by cosine similarity (the query item excluded)."""
         if (item_id is None) == (image is None):
@@ -272,7 +285,7 @@ class Recommender:
         if item_id is not None:
             query, skip = self.phi[self.dataset.items.index(item_id)], self.dataset.items.index(item_id)
         else:
-            query, skip = self.embed_image(image), None
+            query, skip = self.embed_image(image), None  # a ColdItem is not embedded again
         with torch.inference_mode():
             sims = torch.nn.functional.cosine_similarity(self.phi, query[None, :], dim=1)
             if skip is not None:
@@ -297,7 +310,7 @@ def check_compatible(ckpt: dict, dataset: Dataset, path: Path) -> None:
     if not problems and ckpt.get("dataset_signature") != dataset_signature(dataset):
         problems.append("the interactions differ")
     if problems:
-        raise CheckpointError(
+        raise DatasetChangedError(
             f"the dataset {dataset.root} changed since {path} was trained: {'; '.join(problems)}. "
             "Fine-tune the run on the new data with `python -m dvbpr train --init-from RUN_DIR`."
         )
@@ -309,7 +322,7 @@ class _RunCache:
     reads stale features (older files of the run are deleted when replaced)."""
 
     def __init__(self, ckpt_path: Path, images_fingerprint: str):
-        self.folder = ckpt_path.parent / "cache"
+        self.folder = ckpt_path.parent / CACHE
         self.stem = ckpt_path.stem
         # checkpoint first: the map job (embedmap) finds phi by the checkpoint's part alone
         self.tag = f"{file_hash(ckpt_path)[:16]}_{hashlib.sha256(images_fingerprint.encode()).hexdigest()[:8]}"

@@ -1,4 +1,6 @@
-"""The run folder: its file names, and how a run records and finds the dataset it was trained on.
+"""The run folder in one place: its file names, the status and metrics a run writes, the lock
+held by its training job, the run's state and listing, and how a run records and finds the
+dataset it was trained on (docs/architecture.md shows the layout).
 
 A run folder must keep working wherever it is copied, so it never records an absolute path:
 the dataset is recorded relative to the run folder (plus its name), and found again, in this
@@ -15,14 +17,21 @@ The dataset found is then checked against the checkpoint's signature by the call
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from .errors import DataError
+from .errors import CheckpointError, DataError, DVBPRError, TrainingError
+from .fsutil import atomic_write_json, is_file_locked, read_json
 from .synth import DEFAULT_DATA_DIR, ensure_default_dataset
 
 STATUS, METRICS, CONFIG = "status.json", "metrics.jsonl", "config.json"
 BEST, LAST = "best.pt", "last.pt"
+LOG, LOCK, CACHE = "train.log", ".lock", "cache"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The folder that holds `dvbpr/` (the repository in a checkout or an editable install)."""
@@ -94,3 +103,154 @@ def recorded_data(config: dict) -> str | None:
     train_config) records."""
     value = config.get("data")
     return str(value) if value else None
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def checkpoint_path(run_dir: str | Path) -> Path | None:
+    """The checkpoint a run is used through: best.pt, else last.pt; None before the first."""
+    for name in (BEST, LAST):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return checkpoint_path(run_dir) is not None
+
+
+def find_checkpoint(run_dir: str | Path) -> Path:
+    """`checkpoint_path`, or CheckpointError naming what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist")
+    path = checkpoint_path(run_dir)
+    if path is None:
+        raise CheckpointError(f"run folder {run_dir} has no checkpoint ({BEST} or {LAST}) yet")
+    return path
+
+
+# ---------------------------------------------------------------------- status and metrics
+class RunLog:
+    """status.json and metrics.jsonl of a run; a no-op on ranks other than 0. A fresh run (not
+    a resume) starts both anew, so a run folder left by a failed start holds no stale lines.
+    As a context manager, an exception leaving the block is recorded as state "failed"."""
+
+    def __init__(self, run_dir: Path, active: bool, fresh: bool = False):
+        self.run_dir, self.active = run_dir, active
+        if active and fresh:
+            (run_dir / METRICS).unlink(missing_ok=True)
+        self.status: dict[str, Any] = read_json(run_dir / STATUS, {}) if active and not fresh else {}
+
+    def update(self, **fields: Any) -> None:
+        if not self.active:
+            return
+        self.status.update(fields, pid=os.getpid(), updated_at=time.time())
+        atomic_write_json(self.run_dir / STATUS, self.status)
+
+    def metrics(self, record: dict) -> None:
+        if not self.active:
+            return
+        with open(self.run_dir / METRICS, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, Exception):
+            self.failed(exc)
+
+    def failed(self, exc: BaseException) -> None:
+        """State "failed" with the error's message (its type too when it is not one of ours)."""
+        message = str(exc) if isinstance(exc, DVBPRError) else f"{type(exc).__name__}: {exc}"
+        self.update(state="failed", message=message, eta_s=None)
+
+
+def read_status(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / STATUS, {})
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """metrics.jsonl as a list; a line cut by a crash mid-write is skipped (only the last can be)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+# ------------------------------------------------------------------------------------ lock
+class RunLock:
+    """One training job per run folder: an exclusive flock held while the process lives (the
+    kernel drops it when the process dies, even by SIGKILL)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK
+        self.fh: Any = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "w")  # held until __exit__
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            raise TrainingError(f"run folder {self.path.parent} is in use by another training job") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.fh.close()
+
+
+def is_locked(run_dir: str | Path) -> bool:
+    """True while a training job holds the run folder."""
+    return is_file_locked(Path(run_dir) / LOCK)
+
+
+# ------------------------------------------------------------------------- state, listing
+def run_state(run_dir: str | Path) -> str:
+    """new, starting, running, finished, stopped, failed, or "interrupted" for a run that says
+    running but whose process is gone (killed): resume it."""
+    state = read_status(run_dir).get("state", "new")
+    if state in ("running", "starting") and not is_locked(run_dir):
+        return "interrupted"
+    return state
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: str
+    state: str
+    data: str
+    arch: str
+    epoch: int
+    epochs: int
+    best_val_auc: float | None
+    updated_at: float | None
+    has_checkpoint: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_runs(root: str | Path) -> list[RunSummary]:
+    """Every run folder directly under `root` (newest first)."""
+    root = Path(root)
+    runs = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        status = read_status(path)
+        has_ckpt = has_checkpoint(path)
+        if not status and not has_ckpt:
+            continue
+        runs.append(RunSummary(
+            name=path.name, path=str(path), state=run_state(path), data=str(status.get("data", "")),
+            arch=str(status.get("arch", "")), epoch=int(status.get("epoch", 0) or 0),
+            epochs=int(status.get("epochs", 0) or 0), best_val_auc=status.get("best_val_auc"),
+            updated_at=status.get("updated_at"), has_checkpoint=has_ckpt))
+    return sorted(runs, key=lambda r: r.updated_at or 0, reverse=True)

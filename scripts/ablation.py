@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from dvbpr.rundir import BEST, read_status
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "ablation"
 COLUMNS = [("auc", "AUC"), ("auc_cold", "cold AUC"), ("recall@20", "R@20"), ("ndcg@20", "nDCG@20"),
@@ -28,7 +30,7 @@ COLUMNS = [("auc", "AUC"), ("auc_cold", "cold AUC"), ("recall@20", "R@20"), ("nd
 def run(name: str, data: str, minutes: float, flags: list[str], epochs: int = 0) -> dict:
     run_dir = OUT / Path(data).name / name
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    if not (run_dir / "best.pt").exists():
+    if not (run_dir / BEST).exists():
         budget = ["--epochs", str(epochs)] if epochs else ["--max-minutes", str(minutes), "--epochs", "100"]
         subprocess.run([sys.executable, "-m", "dvbpr", "train", "--data", data, "--out", str(run_dir),
                         *budget, "--log-every", "50", *flags], check=True, env=env)
@@ -36,7 +38,7 @@ def run(name: str, data: str, minutes: float, flags: list[str], epochs: int = 0)
     out = subprocess.run([sys.executable, "-m", "dvbpr", "evaluate", str(run_dir), "--embedding", "--json",
                           "--k", "20", "--device", "cpu"], check=True, env=env, capture_output=True, text=True)
     report = json.loads(out.stdout)
-    status = json.loads((run_dir / "status.json").read_text())
+    status = read_status(run_dir)
     result = {"name": name, "data": Path(data).name, "minutes": 0 if epochs else minutes, "flags": flags,
               "epochs_done": status.get("epoch"), "steps": status.get("step"),
               "metrics": report["dvbpr"], "embedding": report["embedding"], "eval_s": time.time() - t0}

@@ -14,10 +14,11 @@ import json
 import shutil
 from pathlib import Path
 
-from dvbpr.evaluate import evaluate_model
+from dvbpr.config import TrainConfig
+from dvbpr.evaluate import evaluate_recommender
 from dvbpr.recommender import Recommender
 from dvbpr.synth import ensure_default_dataset
-from dvbpr.train import ImageBatches, TrainConfig, train
+from dvbpr.train import train
 
 KEYS = ("auc", "auc_cold", "auc_cold_among_cold", "recall@20", "ndcg@20")
 
@@ -36,7 +37,7 @@ def main() -> None:
         shutil.rmtree(run, ignore_errors=True)
         train(TrainConfig(data=data, out=str(run), epochs=args.epochs, negatives=pool, seed=args.seed))
         rec = Recommender.from_run(run, device="cpu")
-        metrics = evaluate_model(rec.model, rec.dataset, ImageBatches(rec.store, rec.device), phi=rec.phi).metrics
+        metrics = evaluate_recommender(rec).metrics
         results[pool] = {k: round(float(metrics[k]), 4) for k in KEYS}
     print(json.dumps(results, indent=2))
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # One thread per process (training subprocesses inherit it): on a machine shared with other
 # work, several spinning OpenMP threads per process make tiny models ten times slower.
@@ -22,7 +22,16 @@ import torch  # noqa: E402
 
 from tests.helpers import write_csv, write_image  # noqa: E402
 
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+THREADS = int(os.environ["OMP_NUM_THREADS"])
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads() -> None:
+    """The same torch thread count in every test: fitting UMAP in this process (test_embedmap)
+    raises it, and a run trained with more threads reduces in another order, so it would no
+    longer equal the session's `tiny_run` (the resume tests compare the two)."""
+    torch.set_num_threads(THREADS)
 
 # 160 training interactions: 10 steps per epoch at batch 16, about a second per epoch on a CPU.
 # negatives="all": the tiny data's quality checks were calibrated with the paper's pool, under
@@ -94,7 +103,8 @@ def tiny_data(tiny_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_root: Path, tiny_data: Path) -> Path:
     """A finished 2-epoch run on `tiny_data`: treat as read-only (copy it to change it)."""
-    from dvbpr.train import TrainConfig, train
+    from dvbpr.config import TrainConfig
+    from dvbpr.train import train
 
     out = tiny_root / "runs" / "base"
     status = train(TrainConfig(data=str(tiny_data), out=str(out), **TINY_TRAIN), progress=False)

@@ -6,8 +6,8 @@ Import as `from tests.helpers import make_tiny_dataset` (pytest is run from the 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from PIL import Image
 

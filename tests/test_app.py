@@ -33,8 +33,9 @@ TIMEOUT = 180
 @pytest.fixture(scope="session")
 def roots(tmp_path_factory) -> dict[str, Path]:
     from dvbpr import embedmap
+    from dvbpr.config import TrainConfig
     from dvbpr.synth import SynthConfig, make_dataset
-    from dvbpr.train import TrainConfig, train
+    from dvbpr.train import train
 
     base = tmp_path_factory.mktemp("app")
     data_root, models_root = base / "data", base / "models"
@@ -296,7 +297,7 @@ def test_train_form_defaults_are_train_configs_and_the_paper_preset(monkeypatch)
     import dataclasses
 
     from dvbpr import jobs
-    from dvbpr.train import PRESETS, TrainConfig
+    from dvbpr.config import PRESETS, TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     at = ok(app("pages/train.py"))

@@ -37,7 +37,8 @@ STEP_MS = 120_000  # one rerun after a click
 @pytest.fixture(scope="module")
 def app_roots(tmp_path_factory, tiny_make_dataset, tiny_train_kwargs) -> dict[str, Path]:
     from dvbpr import embedmap
-    from dvbpr.train import TrainConfig, train
+    from dvbpr.config import TrainConfig
+    from dvbpr.train import train
 
     if not (os.path.isfile(bb.CHROMIUM) and os.access(bb.CHROMIUM, os.X_OK)):
         pytest.fail(bb.MISSING_CHROMIUM, pytrace=False)

@@ -58,7 +58,7 @@ def test_every_subcommand_has_help_and_every_flag_a_help_string(capsys) -> None:
 def test_train_flags_cover_every_training_option() -> None:
     from dataclasses import fields
 
-    from dvbpr.train import TrainConfig
+    from dvbpr.config import TrainConfig
 
     train_parser = dict(subparsers(cli.build_parser()))[("train",)]
     dests = {a.dest for a in train_parser._actions}

@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from dvbpr.evaluate import evaluate_baselines, evaluate_model
+from dvbpr.evaluate import evaluate_baselines, evaluate_recommender
 from dvbpr.recommender import Recommender
 from dvbpr.synth import DEFAULT_DATA_DIR, ensure_default_dataset
-from dvbpr.train import ImageBatches
 
 DEFAULT_MODEL = DEFAULT_DATA_DIR.parent.parent / "models" / "default"
 
@@ -28,7 +27,7 @@ def tastes() -> dict:
 
 
 def test_default_model_meets_the_quality_bar(rec: Recommender) -> None:
-    dvbpr = evaluate_model(rec.model, rec.dataset, ImageBatches(rec.store, rec.device), phi=rec.phi).metrics
+    dvbpr = evaluate_recommender(rec).metrics
     popularity = evaluate_baselines(rec.dataset)["popularity"].metrics
     assert dvbpr["users"] == rec.dataset.n_users
     assert dvbpr["auc"] >= 0.85
@@ -51,7 +50,7 @@ def test_metrics_agree_with_full_rankings_from_recommend(rec: Recommender) -> No
     returns (training items excluded), with the user's validation items then dropped as the test
     protocol does. Only the scores of the ranking are used, ties counted pessimistically."""
     ds = rec.dataset
-    result = evaluate_model(rec.model, ds, ImageBatches(rec.store, rec.device), phi=rec.phi)
+    result = evaluate_recommender(rec)
     users = ds.users.ids
     rankings, scores = rec.recommend_batch(users, k=ds.n_items)
     auc, rr, recall, ndcg = [], [], [], []

@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from dvbpr import cli
+from dvbpr.config import TrainConfig, cli_args
 from dvbpr.errors import JobError
-from dvbpr.jobs import _cli_args, job_log, list_runs, run_state, start_training, stop_training
-from dvbpr.train import TrainConfig, read_status
+from dvbpr.jobs import job_log, list_runs, run_state, start_training, stop_training
+from dvbpr.rundir import read_status
 
 
 def wait_for(condition: Callable[[], bool], what: str, pid: int, run: Path, timeout: float = 120) -> None:
@@ -33,11 +34,11 @@ def reap(pid: int) -> int:
 def test_cli_args_reproduce_the_config(tiny_train_kwargs: dict) -> None:
     cfg = TrainConfig(data="d", out="runs/x", **{**tiny_train_kwargs, "init_from": "runs/base",
                                                   "freeze_cnn": True, "max_minutes": 1.5})
-    args = cli.build_parser().parse_args(["train", *_cli_args(cfg)])
+    args = cli.build_parser().parse_args(["train", *cli_args(cfg)])
     rebuilt = TrainConfig(**{k: getattr(args, k) if getattr(args, k) is not None else getattr(cfg, k)
                              for k in cfg.__dataclass_fields__})
     assert rebuilt == cfg
-    assert _cli_args(TrainConfig(data="d", out="o")) == ["--data", "d", "--out", "o"]
+    assert cli_args(TrainConfig(data="d", out="o")) == ["--data", "d", "--out", "o"]
 
 
 def test_job_lifecycle(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict, monkeypatch) -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dvbpr.errors import TrainingError
-from dvbpr.model import CNNF, DVBPR, ModelConfig, bpr_loss, build_cnn
+from dvbpr.model import CNNF, DVBPR, ModelConfig, bpr_loss, build_cnn, cold_item_bias
 
 
 def _layers(module: nn.Module, kind: type) -> list[nn.Module]:
@@ -113,12 +113,13 @@ def test_terms_parameters_and_score_formula(terms: str, has_cf: bool, has_bias: 
 
 
 @pytest.mark.parametrize("terms", ["visual", "visual+cf", "full"])
-def test_all_scores_scores_cold_items_with_zero_gamma_and_mean_warm_bias(terms: str) -> None:
+def test_serving_factors_score_cold_items_with_zero_gamma_and_mean_warm_bias(terms: str) -> None:
     model = small_model(terms)
     phi_all = torch.randn(7, 4)
     cold = torch.tensor([False, True, False, False, True, False, False])
     users = torch.tensor([0, 2, 3])
-    got = model.all_scores(users, phi_all, cold)
+    factors = model.serving_factors(phi_all, cold)
+    got = factors.scores(users)
     theta = model.theta_users.weight[users]
     expected = theta @ phi_all.T
     if terms != "visual":
@@ -130,16 +131,30 @@ def test_all_scores_scores_cold_items_with_zero_gamma_and_mean_warm_bias(terms: 
         warm_mean = beta[~cold].mean()
         beta[cold] = warm_mean
         expected = expected + beta
-        assert torch.allclose(model.cold_bias(cold), warm_mean)
+        assert torch.allclose(factors.new_item_bias, warm_mean)
     else:
-        assert float(model.cold_bias(cold)) == 0.0
+        assert float(factors.new_item_bias) == 0.0
     assert got.shape == (3, 7)
     assert torch.allclose(got, expected, atol=1e-5)
-    # warm items score exactly as `score` does
+    # warm items score exactly as `score` (training's form of the rule) does
     warm = torch.tensor([0, 2, 3, 5, 6])
     for r, u in enumerate(users.tolist()):
         direct = model.score(torch.full((5,), u), warm, phi_all[warm])
         assert torch.allclose(got[r, warm], direct.detach(), atol=1e-5)
+    # a new image scores as a cold item with the same phi does
+    with torch.no_grad():
+        new = factors.new_item_scores(phi_all[1])
+    assert torch.allclose(new, model.serving_factors(phi_all, cold).scores(torch.arange(5))[:, 1], atol=1e-5)
+
+
+def test_cold_item_bias_is_the_mean_warm_bias_and_zero_without_warm_items() -> None:
+    beta = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    bias, new = cold_item_bias(beta, torch.tensor([False, False, True, True]))
+    assert bias.tolist() == [1.0, 2.0, 1.5, 1.5] and float(new) == 1.5
+    bias, new = cold_item_bias(beta, torch.tensor([True, True, True, True]))
+    assert bias.tolist() == [0.0] * 4 and float(new) == 0.0
+    bias, new = cold_item_bias(beta, None)
+    assert torch.equal(bias, beta) and float(new) == 4.0
 
 
 # --- loss and regularisers ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dvbpr.checkpoint import load_checkpoint, save_checkpoint, model_from_checkpoint
+from dvbpr.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from dvbpr.errors import CheckpointError, ImageError, UnknownIdError
 from dvbpr.images import load_image, to_model_input
 from dvbpr.recommender import Recommender
@@ -61,7 +61,8 @@ def test_precomputed_top_lists_equal_the_exact_scan(tiny_run: Path, tiny_data: P
     assert again.recommend("u0", k=2)[0] == rec.recommend("u0", k=2)[0][::-1]
     # calls the lists cannot answer scan exactly
     assert again.recommend("u0", k=3, exclude_seen=False)[0] == scan.recommend("u0", k=3, exclude_seen=False)[0]
-    assert again.recommend("u0", k=2, items=["i1", "i2", "i3"])[0] == scan.recommend("u0", k=2, items=["i1", "i2", "i3"])[0]
+    some = ["i1", "i2", "i3"]
+    assert again.recommend("u0", k=2, items=some)[0] == scan.recommend("u0", k=2, items=some)[0]
 
 
 def test_k_beyond_the_catalogue_returns_every_candidate(tiny_rec: Recommender) -> None:
@@ -269,7 +270,8 @@ def test_phi_cache_follows_a_changed_image(tiny_run: Path, tiny_data: Path, tiny
 @pytest.mark.parametrize("terms", ["visual", "visual+cf"])
 def test_runs_with_fewer_score_terms_score_by_their_formula(terms: str, tiny_data: Path, tmp_path: Path,
                                                            tiny_train_kwargs: dict) -> None:
-    from dvbpr.train import TrainConfig, train
+    from dvbpr.config import TrainConfig
+    from dvbpr.train import train
 
     run = tmp_path / terms.replace("+", "-")
     train(TrainConfig(data=str(tiny_data), out=str(run), **{**tiny_train_kwargs, "epochs": 1, "terms": terms}),

@@ -19,11 +19,12 @@ import torch
 
 from dvbpr import cli
 from dvbpr.checkpoint import load_checkpoint
+from dvbpr.config import TrainConfig, cli_args, resume_config
 from dvbpr.data import load_dataset
 from dvbpr.errors import CheckpointError, TrainingError
-from dvbpr.jobs import _cli_args
 from dvbpr.recommender import Recommender
-from dvbpr.train import TrainConfig, build_model, read_metrics, read_status, resume_config, train
+from dvbpr.rundir import read_metrics, read_status
+from dvbpr.train import build_model, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -182,7 +183,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
         tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
     run = tmp_path / "run"
     cfg = config(tiny_data, run, tiny_train_kwargs, checkpoint_every=2)
-    proc = subprocess.Popen([sys.executable, "-m", "dvbpr", "train", *_cli_args(cfg)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "dvbpr", "train", *cli_args(cfg)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -346,7 +347,7 @@ def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
     run = tmp_path / "ddp"
     cfg = config(tiny_data, run, tiny_train_kwargs)
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "dvbpr", "train", *_cli_args(cfg)],
+                          "-m", "dvbpr", "train", *cli_args(cfg)],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert [line for line in out.stdout.splitlines() if line.startswith("finished:")] == [
@@ -373,7 +374,7 @@ def test_ddp_nan_in_one_process_fails_every_process_cleanly(tiny_data: Path, tmp
     run = tmp_path / "ddp-nan"
     cfg = config(tiny_data, run, tiny_train_kwargs, epochs=1)
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(REPO / "tests" / "ddp_nan_rank.py"), "train", *_cli_args(cfg)],
+                          str(REPO / "tests" / "ddp_nan_rank.py"), "train", *cli_args(cfg)],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     # rank 0 (the writer) saw rank 1's NaN through the all-reduce and failed with a message,
