@@ -54,8 +54,8 @@ class TrainConfig:
     )
     in_batch: bool = _option(
         True,
-        "rank each positive against every other image of its batch too "
-        "(--no-in-batch: one sampled negative per positive, the paper)",
+        "share the batch's sampled negatives: each positive is ranked against every negative image "
+        "of its batch (--no-in-batch: one sampled negative per positive, the paper)",
     )
     norm: str = _option("batch", "normalisation in the CNN: batch or none (the paper's CNN-F)", NORMS)
     theta_init: str = _option(

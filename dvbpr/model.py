@@ -248,14 +248,13 @@ class DVBPR(nn.Module):
         """x_uij = x_ui - x_uj. `images` holds the positives' then the negatives' images (2B),
         so the CNN runs once over both halves (the siamese pair shares weights anyway).
 
-        in_batch=False: one sampled j per (u, i), shape (B,). in_batch=True: every image of the
-        batch is a candidate j for every user of the batch, shape (B, 2B), column b being user
-        b's own positive (the caller masks that column and the user's other positives)."""
+        in_batch=False: one sampled j per (u, i), shape (B,). in_batch=True: the batch's sampled
+        negatives are shared, every j a negative of every (u, i) of the batch, shape (B, B), column
+        b being row b's own j (the caller masks pairs where j is one of u's positives)."""
         phi = self.cnn(images).float()
-        if in_batch:
-            x = self.pair_scores(users, torch.cat([pos, neg]), phi)
-            return x.diagonal()[:, None] - x
         phi_pos, phi_neg = phi.chunk(2)
+        if in_batch:
+            return self.score(users, pos, phi_pos)[:, None] - self.pair_scores(users, neg, phi_neg)
         return self.score(users, pos, phi_pos) - self.score(users, neg, phi_neg)
 
     def embedding_l2(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,

@@ -109,9 +109,11 @@ def train_one_epoch(
 
     A global batch of `cfg.batch_size` triplets is split across ranks, its loss scaled so that
     DDP's gradient averaging gives the single-process gradient. `cfg.in_batch` (needs the
-    sampler's `is_positive`): each positive is also ranked against every image of the batch that
-    is not one of its user's training items, each such pair a BPR triplet (up to 2B - 1
-    negatives per CNN forward of 2B images, at the cost of a (B, 2B) score matrix)."""
+    sampler's `is_positive`): the batch's sampled negatives are shared, each positive ranked against
+    every j of the batch that is not one of its user's training items, each pair a BPR triplet:
+    up to B uniformly drawn negatives per CNN forward instead of one, for a (B, B) score matrix.
+    (The batch's positives are not used as negatives: they follow item popularity, and would
+    teach the model to push popular items down.)"""
     core: DVBPR = model.module if hasattr(model, "module") else model
     model.train()
     if cfg.freeze_cnn:  # a frozen CNN keeps its BatchNorm statistics too (and drops no units)
@@ -126,13 +128,12 @@ def train_one_epoch(
         batch = triplets[step * cfg.batch_size : (step + 1) * cfg.batch_size]
         local = batch[d.rank :: d.world]
         u, i, j = (torch.as_tensor(local[:, c], device=device) for c in range(3))
-        candidates = np.concatenate([local[:, 1], local[:, 2]])
-        imgs = images(candidates)
+        imgs = images(np.concatenate([local[:, 1], local[:, 2]]))
         with autocast(device):
             x_uij = model(u, i, j, imgs, in_batch=cfg.in_batch)
         keep = None
-        if cfg.in_batch:  # (B, 2B): the user's own positives are no negatives
-            keep = torch.as_tensor(~is_positive(local[:, :1], candidates[None, :]), device=device)
+        if cfg.in_batch:  # (B, B): a shared j that is one of u's positives is no negative
+            keep = torch.as_tensor(~is_positive(local[:, :1], local[None, :, 2]), device=device)
         bpr = bpr_loss(x_uij, keep)
         per_sample = bpr + core.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
         cnn_reg = cfg.l2_cnn * core.cnn_l2() if cfg.l2_cnn else 0.0

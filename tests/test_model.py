@@ -167,6 +167,31 @@ def test_bpr_loss_is_summed_negative_log_sigmoid() -> None:
     assert torch.isfinite(bpr_loss(torch.tensor([-1e4])))  # stable where log(sigmoid) underflows
 
 
+@pytest.mark.parametrize("terms", ["visual", "full"])
+def test_in_batch_shares_the_batch_negatives_across_its_positives(terms: str) -> None:
+    model = small_model(terms)
+    users, pos, neg = torch.tensor([0, 1, 4]), torch.tensor([6, 0, 3]), torch.tensor([2, 5, 1])
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        x = model(users, pos, neg, images, in_batch=True)
+        phi = model.cnn(images)
+        assert x.shape == (3, 3)
+        for b in range(3):
+            for c in range(3):  # user b's positive against the batch's c-th negative
+                ref = model.score(users[b:b + 1], pos[b:b + 1], phi[b:b + 1]) - model.score(
+                    users[b:b + 1], neg[c:c + 1], phi[3 + c:4 + c])
+                assert torch.allclose(x[b, c], ref[0], atol=1e-5)
+        # column b is row b's own sampled negative: the plain triplet
+        assert torch.allclose(x.diagonal(), model(users, pos, neg, images), atol=1e-5)
+
+
+def test_bpr_loss_sums_only_the_kept_pairs() -> None:
+    x = torch.tensor([[0.0, 1.0], [-2.0, float("nan")]])
+    keep = torch.tensor([[True, False], [True, False]])  # a dropped pair may even be nan
+    expected = -torch.log(torch.sigmoid(torch.tensor([0.0, -2.0]))).sum()
+    assert torch.allclose(bpr_loss(x, keep), expected)
+
+
 def test_regularisers_by_hand() -> None:
     model = small_model("full")
     u, i, j = torch.tensor([0, 3, 3]), torch.tensor([1, 2, 6]), torch.tensor([5, 0, 4])
