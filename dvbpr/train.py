@@ -388,9 +388,3 @@ def _require_finite(model: DVBPR, phi: torch.Tensor, when: str) -> None:
             f"the model's weights or item features became nan or inf {when}; "
             "the last good checkpoint is kept (try a lower --lr)"
         )
-
-
-# Imported from here by the app before config, rundir and features existed (TrainConfig,
-# read_status and resolve_device are imported above): remove once ui/ and pages/ use those modules.
-from .config import LR_SCHEDULES, PRESETS, resume_config  # noqa: E402, F401
-from .rundir import read_metrics  # noqa: E402, F401

@@ -1,7 +1,7 @@
 """Train: start a background training run (or a fine-tune), follow it live, manage runs.
 
-The form's defaults (and help texts, where a field has one in its metadata) are TrainConfig's
-own, read from its dataclass fields.
+The form's defaults, help texts and choices are TrainConfig's own, read from its dataclass
+fields and their metadata.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import streamlit as st
 import torch
 
 from dvbpr import jobs
-from dvbpr.errors import DVBPRError
+from dvbpr.config import PRESETS, TrainConfig, resume_config
+from dvbpr.errors import DeviceUnavailableError, DVBPRError
+from dvbpr.features import resolve_device
 from dvbpr.fsutil import safe_name
-from dvbpr.model import ARCHS, NORMS, TERMS, THETA_INITS
-from dvbpr.rundir import LAST
-from dvbpr.sampling import NEGATIVE_POOLS
-from dvbpr.train import LR_SCHEDULES, PRESETS, TrainConfig, read_status, resolve_device, resume_config
+from dvbpr.rundir import LAST, read_status
 from ui import errors, figures, loaders, paths, shell, state, style
 
 STATE_BADGES = {
@@ -33,10 +32,6 @@ STATE_BADGES = {
     "interrupted": "orange",
     "new": "gray",
 }
-TERM_HELP = (
-    "visual: θᵤ·φ(Xᵢ) only (the original code); visual+cf: plus γᵤ·γᵢ (the tutorial); full: plus the item bias βᵢ"
-)
-
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 NEW_RUN = {  # TrainConfig field: (widget key on the New run form, type of its value)
     "arch": ("tr_arch", str),
@@ -71,9 +66,14 @@ def _default(field: str):
     return FIELDS[field].default
 
 
-def _help(field: str, text: str | None = None) -> str | None:
-    """The field's help text from TrainConfig's metadata, else `text` (None: no tooltip)."""
-    return FIELDS[field].metadata.get("help") or text
+def _help(field: str) -> str:
+    """The field's help text, from TrainConfig's metadata (as `dvbpr train --help`, less the default)."""
+    return FIELDS[field].metadata["help"]
+
+
+def _choices(field: str) -> tuple[str, ...]:
+    """The values a field takes, from TrainConfig's metadata (as `dvbpr train` accepts)."""
+    return FIELDS[field].metadata["choices"]
 
 
 def _set_new_run_values(values: dict, only_missing: bool = False) -> None:
@@ -129,7 +129,7 @@ def _start(cfg_kwargs: dict, name: str) -> None:
         pid = jobs.start_training(cfg)
     except DVBPRError as exc:
         errors.show_problem(
-            f"Cannot start the run: {exc}", errors.DEVICE_HINT if errors.device_unavailable(exc) else ""
+            f"Cannot start the run: {exc}", errors.DEVICE_HINT if isinstance(exc, DeviceUnavailableError) else ""
         )
         return
     st.session_state["train_follow"] = run_dir.name
@@ -141,9 +141,7 @@ def _start(cfg_kwargs: dict, name: str) -> None:
 
 def _device_select(key: str) -> str:
     has_cuda, gpu = _detected_device()
-    device = st.selectbox(
-        "Device", ["auto", "cpu", "cuda"], key=key, help=_help("device", "auto uses the GPU when there is one")
-    )
+    device = st.selectbox("Device", ["auto", "cpu", "cuda"], key=key, help=_help("device"))
     st.caption(
         f"Detected: **{gpu}** (CUDA available)"
         if has_cuda
@@ -178,21 +176,16 @@ def _new_run_form(datasets: list[str]) -> None:
             help=f"Folder name under {paths.display(paths.models_root())}/: letters, digits, '.', '_' or '-'",
         )
         c1, c2, c3 = st.columns(3)
-        c1.selectbox(
-            "Architecture",
-            ("auto", *ARCHS),
-            key="tr_arch",
-            help=_help("arch", "auto: cnnf on CUDA, cnnf-small on the CPU"),
-        )
+        c1.selectbox("Architecture", _choices("arch"), key="tr_arch", help=_help("arch"))
         c2.number_input(
             "Image size (px)",
             0,
             512,
             step=16,
             key="tr_size",
-            help=_help("image_size", "0: the architecture's own (224 for cnnf/alexnet, 64 for cnnf-small)"),
+            help=_help("image_size"),
         )
-        c3.selectbox("Score terms", TERMS, key="tr_terms", help=_help("terms", TERM_HELP))
+        c3.selectbox("Score terms", _choices("terms"), key="tr_terms", help=_help("terms"))
         c1, c2, c3 = st.columns(3)
         c1.number_input("Epochs", 1, 1000, key="tr_epochs", help=_help("epochs"))
         c2.number_input("Batch size", 2, 8192, step=32, key="tr_batch", help=_help("batch_size"))
@@ -209,7 +202,7 @@ def _new_run_form(datasets: list[str]) -> None:
             0.0,
             10000.0,
             key="tr_max",
-            help=_help("max_minutes", "Stops resumably after this long"),
+            help=_help("max_minutes"),
         )
         with st.expander("Advanced options"):
             _advanced_options()
@@ -224,26 +217,9 @@ def _new_run_form(datasets: list[str]) -> None:
 
 def _advanced_options() -> None:
     c1, c2, c3 = st.columns(3)
-    c1.selectbox(
-        "Negatives",
-        NEGATIVE_POOLS,
-        key="tr_negatives",
-        help=_help(
-            "negatives", "The pool a triplet's negative is drawn from: warm items only, or all items (the paper)"
-        ),
-    )
-    c2.selectbox(
-        "Normalisation",
-        NORMS,
-        key="tr_norm",
-        help=_help("norm", "batch: BatchNorm after every conv and hidden fc layer; none: the paper's CNN-F"),
-    )
-    c3.selectbox(
-        "θ initialisation",
-        THETA_INITS,
-        key="tr_theta_init",
-        help=_help("theta_init", "normal: N(0, 0.01); uniform: U(0, 0.01), as the original code"),
-    )
+    c1.selectbox("Negatives", _choices("negatives"), key="tr_negatives", help=_help("negatives"))
+    c2.selectbox("Normalisation", _choices("norm"), key="tr_norm", help=_help("norm"))
+    c3.selectbox("θ initialisation", _choices("theta_init"), key="tr_theta_init", help=_help("theta_init"))
     c1, c2, c3 = st.columns(3)
     c1.number_input(
         "Dropout",
@@ -252,34 +228,15 @@ def _advanced_options() -> None:
         step=0.05,
         format="%g",
         key="tr_dropout",
-        help=_help("dropout", "On the CNN's hidden fc layers"),
+        help=_help("dropout"),
     )
-    c2.selectbox(
-        "LR schedule",
-        LR_SCHEDULES,
-        key="tr_lr_schedule",
-        help=_help("lr_schedule", "Learning-rate schedule; plateau follows the validation AUC"),
-    )
-    c3.number_input(
-        "Patience",
-        0,
-        1000,
-        key="tr_patience",
-        help=_help("patience", "Stop after this many epochs without validation gain (0: never)"),
-    )
+    c2.selectbox("LR schedule", _choices("lr_schedule"), key="tr_lr_schedule", help=_help("lr_schedule"))
+    c3.number_input("Patience", 0, 1000, key="tr_patience", help=_help("patience"))
     c1, c2, c3 = st.columns(3)
     c1.number_input("L2 on CNN weights", 0.0, 100.0, step=1e-4, format="%g", key="tr_l2_cnn", help=_help("l2_cnn"))
     c2.number_input("L2 on θ rows", 0.0, 100.0, step=0.1, format="%g", key="tr_l2_theta", help=_help("l2_theta"))
     c3.number_input("L2 on γ and β rows", 0.0, 100.0, step=1e-4, format="%g", key="tr_l2_cf", help=_help("l2_cf"))
-    st.checkbox(
-        "In-batch negatives",
-        key="tr_in_batch",
-        help=_help(
-            "in_batch",
-            "Rank each positive against every other image of its batch too; off: one sampled "
-            "negative per positive (the paper)",
-        ),
-    )
+    st.checkbox("In-batch negatives", key="tr_in_batch", help=_help("in_batch"))
 
 
 def _finetune_form(datasets: list[str], models: list[str]) -> None:

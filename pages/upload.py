@@ -1,7 +1,8 @@
 """Upload: cold start for a new image - who would like it, what it resembles, where it sits.
 
-The image goes through the CNN once (loaders.cold_item, cached per image): its pixels, phi and
-every user's score serve the user list, the histogram, the similar items and the map.
+The image goes through the CNN once (loaders.cold_item: Recommender.cold_item, cached per image):
+its pixels, phi and every user's score serve the user list, the histogram, the similar items and
+the map (rank_users, similar_items and embedmap.place take it without embedding it again).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def main() -> None:
             st.image(item.pixels, width="stretch", caption=f"{size}×{size}, padded to a white square")
     with hist_col:
         k = st.slider("Users to list", 5, 30, 10, key="up_k")
-        users, scores = item.top_users(rec, k)
+        users, scores = rec.rank_users(item, k)
         figures.chart(_histogram(item.user_scores, users, scores), key="up_hist")
 
     st.subheader(
@@ -99,7 +100,7 @@ def main() -> None:
             "Visually most similar catalogue items", anchor=False, help="Nearest items by cosine similarity of phi"
         )
         sim_ids, sims = (
-            rec.similar_items(item_id=item_id, k=12) if item_id is not None else item.similar_items(rec, k=12)
+            rec.similar_items(item_id=item_id, k=12) if item_id is not None else rec.similar_items(image=item, k=12)
         )
         titles, cats = ds.item_titles, ds.item_categories
         grid.image_grid(

@@ -12,8 +12,14 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from dvbpr import errors as dvbpr_errors
-from dvbpr.errors import CheckpointError, DataError, DVBPRError, ImageError, TrainingError
+from dvbpr.errors import (
+    CheckpointError,
+    DataError,
+    DatasetChangedError,
+    DeviceUnavailableError,
+    DVBPRError,
+    ImageError,
+)
 
 log = logging.getLogger("dvbpr.app")
 
@@ -23,11 +29,6 @@ PAGES = {
     "embeddings": ("pages/embeddings.py", "Open the Embeddings page", ":material/scatter_plot:"),
 }
 
-# Subclasses that dvbpr may not define yet: until it does, the two functions below fall back on
-# the message text ("changed since", "CUDA"), the only way to tell these cases apart before.
-_DatasetChangedError: type[DVBPRError] | None = getattr(dvbpr_errors, "DatasetChangedError", None)
-_DeviceUnavailableError: type[DVBPRError] | None = getattr(dvbpr_errors, "DeviceUnavailableError", None)
-
 DATASET_CHANGED_HINT = (
     "Pick the dataset this model was trained on in the sidebar, or fine-tune the "
     "model on this dataset on the Train page."
@@ -35,11 +36,13 @@ DATASET_CHANGED_HINT = (
 DEVICE_HINT = "No GPU was detected on this machine: choose device auto or cpu."
 
 HINTS: list[tuple[type[BaseException], tuple[str, str | None]]] = [
+    (DatasetChangedError, (DATASET_CHANGED_HINT, "train")),  # before CheckpointError, its base class
+    (DeviceUnavailableError, (DEVICE_HINT, None)),
     (CheckpointError, ("Train a model on the Train page, or pick another model in the sidebar.", "train")),
     (DataError, ("Fix the file named above, or pick or import another dataset on the Data page.", "data")),
     (ImageError, ("Use a JPEG, PNG or WebP image.", None)),
 ]
-"""(error class, (hint, page)) after the two cases above: the first class that matches gives the hint."""
+"""(error class, (hint, page)), subclasses first: the first class that matches gives the hint."""
 
 
 class Problem(Exception):
@@ -50,26 +53,8 @@ class Problem(Exception):
         self.message, self.page, self.hint = message, page, hint
 
 
-def dataset_changed(exc: BaseException) -> bool:
-    """The checkpoint does not match the dataset it is used with (trained on another version)."""
-    if _DatasetChangedError is not None:
-        return isinstance(exc, _DatasetChangedError)
-    return isinstance(exc, CheckpointError) and "changed since" in str(exc)
-
-
-def device_unavailable(exc: BaseException) -> bool:
-    """A device (CUDA) was asked for that this machine does not have."""
-    if _DeviceUnavailableError is not None:
-        return isinstance(exc, _DeviceUnavailableError)
-    return isinstance(exc, TrainingError) and "CUDA" in str(exc)
-
-
 def hint_for(exc: BaseException) -> tuple[str, str | None]:
     """(hint, page) shown under the error: what to do and where ("" and None when nothing)."""
-    if dataset_changed(exc):  # before CheckpointError, which it is (or derives from)
-        return DATASET_CHANGED_HINT, "train"
-    if device_unavailable(exc):
-        return DEVICE_HINT, None
     for cls, hint in HINTS:
         if isinstance(exc, cls):
             return hint

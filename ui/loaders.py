@@ -4,25 +4,21 @@ the keys come from `paths`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import streamlit as st
-import torch
 
-from dvbpr import evaluate as dvbpr_evaluate
 from dvbpr.data import load_dataset
 from dvbpr.diagnostics import embedding_report as _report
 from dvbpr.embedmap import load_map, map_path
 from dvbpr.errors import DVBPRError
-from dvbpr.evaluate import evaluate_baselines, evaluate_model
+from dvbpr.evaluate import evaluate_baselines, evaluate_recommender
 from dvbpr.evaluate_core import RankingResult
 from dvbpr.jobs import job_log, run_state
-from dvbpr.recommender import Recommender
-from dvbpr.train import read_metrics, read_status
+from dvbpr.recommender import ColdItem, Recommender
+from dvbpr.rundir import read_metrics, read_status
 
 from . import maps, paths, state
 from .errors import Problem
@@ -136,19 +132,10 @@ def recommender_key() -> tuple[str, int, str]:
 
 
 # ------------------------------------------------------------------------------ evaluation
-def _evaluate(rec: Recommender, split: str) -> RankingResult:
-    """The model's full-ranking evaluation over `split`, as `dvbpr evaluate` computes it."""
-    evaluate_recommender = getattr(dvbpr_evaluate, "evaluate_recommender", None)
-    if evaluate_recommender is not None:
-        return evaluate_recommender(rec, split=split, ks=KS)
-    # evaluate_model reads only `.device` of its image batches when phi is given: no training
-    # ImageBatches (which would copy the whole image store to the GPU for nothing)
-    return evaluate_model(rec.model, rec.dataset, SimpleNamespace(device=rec.device), split=split, ks=KS, phi=rec.phi)
-
-
 @st.cache_resource(show_spinner="Ranking every user's test items…", max_entries=3)
 def _ranking(run: str, ckpt_mtime: int, data: str, split: str) -> RankingResult:
-    return _evaluate(_recommender(run, ckpt_mtime, data), split)
+    """The model's full-ranking evaluation over `split`, as `dvbpr evaluate` computes it."""
+    return evaluate_recommender(_recommender(run, ckpt_mtime, data), split=split, ks=KS)
 
 
 def ranking(split: str = "test") -> RankingResult:
@@ -215,44 +202,16 @@ def metrics(run: str | Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------- new images
-@dataclass(frozen=True)
-class ColdItem:
-    """A new image embedded once: what the model sees, phi(image) and every user's score (as
-    for a cold item: theta_u . phi + the mean warm item bias)."""
-
-    pixels: np.ndarray  # (size, size, 3) uint8
-    phi: np.ndarray  # (K,)
-    user_scores: np.ndarray  # (n_users,), in the order of rec.users()
-
-    def top_users(self, rec: Recommender, k: int) -> tuple[list[str], np.ndarray]:
-        """The k users who would rank it highest, best first (as Recommender.rank_users)."""
-        top = np.argsort(-self.user_scores, kind="stable")[:k]
-        return rec.dataset.users.to_ids(top), self.user_scores[top]
-
-    def similar_items(self, rec: Recommender, k: int) -> tuple[list[str], np.ndarray]:
-        """The k nearest catalogue items by cosine of phi (as Recommender.similar_items)."""
-        query = torch.as_tensor(self.phi, device=rec.device)
-        with torch.inference_mode():
-            sims = torch.nn.functional.cosine_similarity(rec.phi, query[None, :], dim=1)
-            top = torch.topk(sims, min(k, len(sims)))
-        return rec.dataset.items.to_ids(top.indices.cpu().numpy()), top.values.cpu().numpy()
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def _cold_item(key: tuple[str, int, str], raw: bytes, name: str) -> ColdItem:
-    # A stand-in for Recommender.cold_item (one pass through the CNN for pixels, phi and the
-    # users' scores), built on Recommender.preprocess and embed_image.
-    rec = _recommender(*key)
-    pixels = rec.preprocess(raw, name=name)
-    phi = rec.embed_image(pixels)
-    with torch.inference_mode():
-        scores = rec.model.theta_users.weight @ phi + rec.new_item_bias
-    return ColdItem(pixels, phi.cpu().numpy(), scores.float().cpu().numpy())
+    return _recommender(*key).cold_item(raw, name=name)
 
 
 def cold_item(raw: bytes, name: str) -> ColdItem:
-    """The image `raw` (file name `name`) through the active model once, cached per image.
-    Raises ImageError when it is not a usable image."""
+    """The image `raw` (file name `name`) through the active model once, cached per image:
+    `Recommender.cold_item`, whose result `rank_users`, `similar_items(image=...)` and
+    `embedmap.place` (its phi) take without embedding it again. Raises ImageError when it is
+    not a usable image."""
     recommender()  # raises a clear Problem first when the model cannot be loaded
     return _cold_item(_key(), raw, name)
 

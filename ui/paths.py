@@ -6,6 +6,7 @@ Environment variables (read on every call, so tests can change them):
   DVBPR_MODELS_ROOT    folder of run folders                 (default "models")
   DVBPR_DEFAULT_MODEL  run name used when none is chosen     (default "default")
 Relative paths are taken from the repository root, so the app works from any working folder.
+A run's checkpoint (`checkpoint_path`, `has_checkpoint`) is found by `dvbpr.rundir`, re-exported here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from dvbpr.errors import DVBPRError
 from dvbpr.fsutil import read_json, safe_name
-from dvbpr.rundir import BEST, CONFIG, LAST, METRICS, REPO_ROOT, STATUS, data_root, locate_run_data, recorded_data
+from dvbpr.rundir import CONFIG, METRICS, REPO_ROOT, STATUS, data_root, locate_run_data, recorded_data
+from dvbpr.rundir import checkpoint_path as checkpoint_path  # best.pt, else last.pt
+from dvbpr.rundir import has_checkpoint as has_checkpoint
 
 DEFAULT_DATASET = "default"
 
@@ -65,18 +68,6 @@ def list_datasets() -> list[str]:
         for p in root.iterdir()
         if p.is_dir() and not p.name.startswith(".") and (p / "interactions.csv").is_file()
     )
-
-
-def has_checkpoint(path: Path) -> bool:
-    return checkpoint_path(path) is not None
-
-
-def checkpoint_path(path: Path) -> Path | None:
-    """The checkpoint the app uses of a run folder: best.pt, else last.pt (None: neither)."""
-    for name in (BEST, LAST):
-        if (path / name).is_file():
-            return path / name
-    return None
 
 
 def list_models() -> list[str]:
