@@ -46,16 +46,30 @@ if __name__ == "__main__":  # as a script this folder would shadow modules with 
 
 REPO_ROOT = _HERE.parent
 CHROMIUM = os.environ.get("DVBPR_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORT = {"width": 1400, "height": 1000}
 # slug (screenshot name, URL path) -> title (sidebar link and page heading), in the app's order
-PAGES = {"recommendations": "Recommendations", "embeddings": "Embeddings", "upload": "Upload",
-         "train": "Train", "evaluate": "Evaluate", "data": "Data"}
-MISSING_CHROMIUM = (f"chromium is not installed at {CHROMIUM}: run `bash scripts/test.sh` (it installs "
-                    "Debian's chromium and the test requirements), or set DVBPR_CHROMIUM to a "
-                    "chromium binary (the browser tests use the system's chromium, not one from "
-                    "`playwright install`).")
+PAGES = {
+    "recommendations": "Recommendations",
+    "embeddings": "Embeddings",
+    "upload": "Upload",
+    "train": "Train",
+    "evaluate": "Evaluate",
+    "data": "Data",
+}
+MISSING_CHROMIUM = (
+    f"chromium is not installed at {CHROMIUM}: run `bash scripts/test.sh` (it installs "
+    "Debian's chromium and the test requirements), or set DVBPR_CHROMIUM to a "
+    "chromium binary (the browser tests use the system's chromium, not one from "
+    "`playwright install`)."
+)
 
 
 # =========================================================================== harness: server
@@ -74,14 +88,23 @@ class AppServer:
     DVBPR_DEFAULT_MODEL for the app (None: inherited from this process). Output goes to
     `log_path` (default a temporary file); `log_tail()` reads it for error messages."""
 
-    def __init__(self, data_root: str | Path | None = None, models_root: str | Path | None = None,
-                 default_model: str | None = None, port: int | None = None,
-                 log_path: str | Path | None = None, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_root: str | Path | None = None,
+        models_root: str | Path | None = None,
+        default_model: str | None = None,
+        port: int | None = None,
+        log_path: str | Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
-        for var, value in (("DVBPR_DATA_ROOT", data_root), ("DVBPR_MODELS_ROOT", models_root),
-                           ("DVBPR_DEFAULT_MODEL", default_model)):
+        for var, value in (
+            ("DVBPR_DATA_ROOT", data_root),
+            ("DVBPR_MODELS_ROOT", models_root),
+            ("DVBPR_DEFAULT_MODEL", default_model),
+        ):
             if value is not None:
                 self.env[var] = str(value)
         self._own_log = log_path is None  # a temporary log: removed on a clean exit
@@ -93,14 +116,35 @@ class AppServer:
         self.started_at = 0.0
 
     def start(self, timeout: float = 120.0) -> AppServer:
-        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(self.port), "--server.address", "127.0.0.1",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(self.port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.started_at = time.perf_counter()
-            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -211,8 +255,11 @@ _ARM_JS = """() => {
 def busy_ms(page) -> float:
     """How long the last script run kept the app busy, as the browser saw it (from the rerun
     request or the server's "running" to "not running"), in ms; NaN if not seen."""
-    return float(page.evaluate("() => (window.__dvBusyEnd > window.__dvBusyStart) ? "
-                               "window.__dvBusyEnd - window.__dvBusyStart : NaN"))
+    return float(
+        page.evaluate(
+            "() => (window.__dvBusyEnd > window.__dvBusyStart) ? window.__dvBusyEnd - window.__dvBusyStart : NaN"
+        )
+    )
 
 
 def arm(page) -> int:
@@ -231,8 +278,7 @@ def wait_idle(page, timeout_ms: float = 60_000, since: int | None = None, until_
         conditions.append(f"(window.__dvRuns || 0) > {int(since)}")
     if until_js:
         conditions.append(f"(() => {{ {until_js} }})()")
-    page.wait_for_function("() => " + " && ".join(f"({c})" for c in conditions), timeout=timeout_ms,
-                           polling="raf")
+    page.wait_for_function("() => " + " && ".join(f"({c})" for c in conditions), timeout=timeout_ms, polling="raf")
 
 
 def main_text(page) -> str:
@@ -252,14 +298,15 @@ def errors_shown(page) -> list[str]:
 
 def nav_link(page, title: str):
     """The sidebar link of page `title` (its text also holds the icon's ligature name)."""
-    return page.locator(f'[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]'
-                        f':has(span[label="{title}"])')
+    return page.locator(f'[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]:has(span[label="{title}"])')
 
 
 def heading_js(title: str) -> str:
     """JS (function body): the main heading reads `title`."""
-    return ("const h = document.querySelector('[data-testid=\"stMain\"] h1');"
-            f"if (!h || h.innerText.trim() !== {json.dumps(title)}) return false;")
+    return (
+        "const h = document.querySelector('[data-testid=\"stMain\"] h1');"
+        f"if (!h || h.innerText.trim() !== {json.dumps(title)}) return false;"
+    )
 
 
 def open_page(page, title: str, timeout_ms: float = 120_000, ready_js: str = "return true;") -> float:
@@ -328,38 +375,49 @@ RECS_READY_JS = """
   if (grids.length < 3) return false;
   return Array.from(document.querySelectorAll('[data-testid="stMain"] .dv-grid img')).every(i => i.complete);
 """
-MAP_READY_JS = "return !!document.querySelector('[data-testid=\"stMain\"] [data-testid=\"stPlotlyChart\"] .main-svg');"
+MAP_READY_JS = 'return !!document.querySelector(\'[data-testid="stMain"] [data-testid="stPlotlyChart"] .main-svg\');'
 PAGE_READY_JS = {
     "Recommendations": RECS_READY_JS,
     "Embeddings": MAP_READY_JS,
-    "Upload": "return !!document.querySelector('[data-testid=\"stMain\"] [data-testid=\"stFileUploader\"]');",
-    "Train": "return !!document.querySelector('[data-testid=\"stMain\"] [data-testid=\"stForm\"]');",
-    "Evaluate": "return !!document.querySelector('[data-testid=\"stMain\"] [data-testid=\"stDataFrame\"]');",
+    "Upload": 'return !!document.querySelector(\'[data-testid="stMain"] [data-testid="stFileUploader"]\');',
+    "Train": 'return !!document.querySelector(\'[data-testid="stMain"] [data-testid="stForm"]\');',
+    "Evaluate": 'return !!document.querySelector(\'[data-testid="stMain"] [data-testid="stDataFrame"]\');',
     "Data": "return !!document.querySelector('[data-testid=\"stMain\"] .dv-card');",
 }
 # the text of the last grid (on Recommendations the top 20: item ids and scores)
-LAST_GRID_JS = ("() => { const g = document.querySelectorAll('[data-testid=\"stMain\"] .dv-grid');"
-                " return g.length ? g[g.length - 1].textContent : ''; }")
+LAST_GRID_JS = (
+    "() => { const g = document.querySelectorAll('[data-testid=\"stMain\"] .dv-grid');"
+    " return g.length ? g[g.length - 1].textContent : ''; }"
+)
 
 
 # ================================================================================ benchmark
 def _rows(samples: dict[str, list[float]], first_visit_ms: float, busy: dict[str, list[float]]) -> list:
     from benchmarks.common import Row
 
-    rows = [Row("browser_first_visit_ms", first_visit_ms, "ms", 10_000,
-                note="fresh server and tab until the Recommendations grids are rendered")]
+    rows = [
+        Row(
+            "browser_first_visit_ms",
+            first_visit_ms,
+            "ms",
+            10_000,
+            note="fresh server and tab until the Recommendations grids are rendered",
+        )
+    ]
     for name, values in samples.items():
         if values:
             script = [v for v in busy.get(name, []) if v == v]
-            note = f"{len(values)} samples" + (f"; app busy (script run) {statistics.median(script):,.0f} ms"
-                                               if script else "")
+            note = f"{len(values)} samples" + (
+                f"; app busy (script run) {statistics.median(script):,.0f} ms" if script else ""
+            )
             rows.append(Row(f"{name}_median_ms", statistics.median(values), "ms", 1000, note=note))
             rows.append(Row(f"{name}_max_ms", max(values), "ms", 1000))
     return rows
 
 
-def measure(repeats: int = 5, users: int = 10, log: Callable[[str], None] = print,
-            slow_timeout_s: float = 900.0) -> list:
+def measure(
+    repeats: int = 5, users: int = 10, log: Callable[[str], None] = print, slow_timeout_s: float = 900.0
+) -> list:
     """Run the benchmark against a fresh server (data and model from the environment, default
     data/default and models/default); returns benchmarks.common Rows."""
     from playwright.sync_api import sync_playwright
@@ -388,8 +446,12 @@ def measure(repeats: int = 5, users: int = 10, log: Callable[[str], None] = prin
             for title in PAGES.values():
                 seconds = open_page(page, title, slow_ms, PAGE_READY_JS[title])
                 if title == "Evaluate":  # the model's table first, the baselines' when computed
-                    wait_idle(page, slow_ms, until_js="return document.querySelector("
-                              "'[data-testid=\"stMain\"]').textContent.includes('bpr-mf');")
+                    wait_idle(
+                        page,
+                        slow_ms,
+                        until_js="return document.querySelector("
+                        "'[data-testid=\"stMain\"]').textContent.includes('bpr-mf');",
+                    )
                 log(f"warm-up {title}: {seconds:.1f} s")
 
             for r in range(repeats):
@@ -398,8 +460,10 @@ def measure(repeats: int = 5, users: int = 10, log: Callable[[str], None] = prin
                     seconds = open_page(page, title, 120_000, PAGE_READY_JS[title])
                     samples[f"browser_page_{slug}"].append(seconds * 1e3)
                     busy[f"browser_page_{slug}"].append(busy_ms(page))
-                log(f"page switches, round {r + 1}/{repeats}: "
-                    + ", ".join(f"{s} {samples[f'browser_page_{s}'][-1]:.0f} ms" for s in PAGES))
+                log(
+                    f"page switches, round {r + 1}/{repeats}: "
+                    + ", ".join(f"{s} {samples[f'browser_page_{s}'][-1]:.0f} ms" for s in PAGES)
+                )
 
             open_page(page, "Recommendations", 120_000, RECS_READY_JS)
             current = selectbox_value(page, "rec_user")
@@ -414,8 +478,12 @@ def measure(repeats: int = 5, users: int = 10, log: Callable[[str], None] = prin
                 since = arm(page)
                 t0 = time.perf_counter()
                 option.click()
-                wait_idle(page, 120_000, since=since, until_js=(
-                    f"if (({LAST_GRID_JS})() === {json.dumps(before)}) return false;" + RECS_READY_JS))
+                wait_idle(
+                    page,
+                    120_000,
+                    since=since,
+                    until_js=(f"if (({LAST_GRID_JS})() === {json.dumps(before)}) return false;" + RECS_READY_JS),
+                )
                 samples["browser_user_switch"].append((time.perf_counter() - t0) * 1e3)
                 busy["browser_user_switch"].append(busy_ms(page))
             log("user switches (ms): " + ", ".join(f"{v:.0f}" for v in samples["browser_user_switch"]))
@@ -434,11 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.common import format_table, machine_info
 
     parser = argparse.ArgumentParser(prog="python benchmarks/browser.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="rounds over all pages for warm page switches (default 5)")
-    parser.add_argument("--users", type=int, default=10,
-                        help="warm user switches on Recommendations (default 10; at most the users the "
-                             "picker's list shows at once, about 10)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="rounds over all pages for warm page switches (default 5)"
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=10,
+        help="warm user switches on Recommendations (default 10; at most the users the "
+        "picker's list shows at once, about 10)",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     args = parser.parse_args(argv)
     machine = machine_info()
@@ -448,8 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=1))
     else:
-        print(f"{machine['cpu']} x{machine['cores']} cores; load average {machine['load_avg']} -> "
-              f"{machine_info()['load_avg']}")
+        print(
+            f"{machine['cpu']} x{machine['cores']} cores; load average {machine['load_avg']} -> "
+            f"{machine_info()['load_avg']}"
+        )
         print(format_table(rows))
     return 0
 

@@ -47,8 +47,13 @@ class Row:
                 self.ratio = self.value / self.reference
 
     def as_json(self) -> dict:
-        return {"name": self.name, "value": self.value, "unit": self.unit,
-                "reference": self.reference, "ratio": self.ratio}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "reference": self.reference,
+            "ratio": self.ratio,
+        }
 
 
 def format_table(rows: list[Row]) -> str:
@@ -60,8 +65,10 @@ def format_table(rows: list[Row]) -> str:
         return f"{x:,.3g}" if abs(x) < 100 else f"{x:,.0f}"
 
     header = ("name", "value", "unit", "reference", "ratio", "note")
-    body = [(r.name, num(r.value), r.unit, num(r.reference), f"{r.ratio:.2f}" if r.ratio is not None else "",
-             r.note) for r in rows]
+    body = [
+        (r.name, num(r.value), r.unit, num(r.reference), f"{r.ratio:.2f}" if r.ratio is not None else "", r.note)
+        for r in rows
+    ]
     widths = [max(len(str(line[c])) for line in [header, *body]) for c in range(5)]
     lines = []
     for line in [header, *body]:
@@ -106,17 +113,46 @@ class Sizes:
 
 
 FULL = Sizes("full")
-QUICK = Sizes("quick", small_steps=(2, 8, 3), cnnf_steps=(1, 1, 3), cnnf_batch=16, loop_users=300,
-              big_eval_users=1024, big_loop_users=60, recommend_calls=100, rank_users_calls=20,
-              catalogues=((5_000, 1_200), (100_000, 30_000), (350_000, 9_768)),
-              scale_fraction=0.1, scale_pool=1000, scale_train_steps=40, scale_eval_users=1000,
-              umap_items=35_000)
-SMOKE = Sizes("smoke", small_steps=(1, 1, 2), cnnf_steps=(1, 1, 1), cnnf_batch=2, cnnf_size=64,
-              small_batch=16, small_size=32,
-              train_data="tiny", loop_users=20, big_eval_items=2000, big_eval_users=64,
-              big_loop_users=8, catalogues=((500, 100), (2_000, 300)), recommend_calls=10,
-              rank_users_calls=3, scale_fraction=0.001, scale_pool=20, scale_train_steps=2,
-              scale_eval_users=50, umap_items=10, umap_default=False)
+QUICK = Sizes(
+    "quick",
+    small_steps=(2, 8, 3),
+    cnnf_steps=(1, 1, 3),
+    cnnf_batch=16,
+    loop_users=300,
+    big_eval_users=1024,
+    big_loop_users=60,
+    recommend_calls=100,
+    rank_users_calls=20,
+    catalogues=((5_000, 1_200), (100_000, 30_000), (350_000, 9_768)),
+    scale_fraction=0.1,
+    scale_pool=1000,
+    scale_train_steps=40,
+    scale_eval_users=1000,
+    umap_items=35_000,
+)
+SMOKE = Sizes(
+    "smoke",
+    small_steps=(1, 1, 2),
+    cnnf_steps=(1, 1, 1),
+    cnnf_batch=2,
+    cnnf_size=64,
+    small_batch=16,
+    small_size=32,
+    train_data="tiny",
+    loop_users=20,
+    big_eval_items=2000,
+    big_eval_users=64,
+    big_loop_users=8,
+    catalogues=((500, 100), (2_000, 300)),
+    recommend_calls=10,
+    rank_users_calls=3,
+    scale_fraction=0.001,
+    scale_pool=20,
+    scale_train_steps=2,
+    scale_eval_users=50,
+    umap_items=10,
+    umap_default=False,
+)
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
@@ -235,10 +271,16 @@ def machine_info() -> dict:
     except OSError:
         pass
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB if hasattr(os, "sysconf") else 0.0
-    info = {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(ram, 1),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "load_avg": [round(x, 2) for x in os.getloadavg()]}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(ram, 1),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

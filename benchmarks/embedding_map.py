@@ -37,9 +37,18 @@ def make_run(run_dir: Path, phi: np.ndarray) -> Path:
     shutil.rmtree(run_dir, ignore_errors=True)
     n = len(phi)
     model = DVBPR(ModelConfig(n_users=10, n_items=n, arch="cnnf-small", image_size=64, dim=phi.shape[1]))
-    save_checkpoint(run_dir / BEST, model, train_config={"data": "-"}, user_ids=[f"u{u}" for u in range(10)],
-                    item_ids=[f"i{i}" for i in range(n)], cold_items=torch.zeros(n, dtype=torch.bool),
-                    dataset_signature="-", epoch=0, step=0, metrics={})
+    save_checkpoint(
+        run_dir / BEST,
+        model,
+        train_config={"data": "-"},
+        user_ids=[f"u{u}" for u in range(10)],
+        item_ids=[f"i{i}" for i in range(n)],
+        cold_items=torch.zeros(n, dtype=torch.bool),
+        dataset_signature="-",
+        epoch=0,
+        step=0,
+        metrics={},
+    )
     key = embedmap.checkpoint_key(run_dir)
     (run_dir / CACHE).mkdir(parents=True, exist_ok=True)
     np.save(run_dir / CACHE / f"phi_{Path(BEST).stem}_{key}_synthetic.npy", phi.astype(np.float32))
@@ -80,8 +89,11 @@ def default_phi(ctx) -> tuple[np.ndarray, str]:
 
     dataset = load_dataset(training_data(ctx))
     torch.manual_seed(0)
-    model = DVBPR(ModelConfig(n_users=dataset.n_users, n_items=dataset.n_items, arch="cnnf-small",
-                              image_size=ctx.sizes.small_size)).eval()
+    model = DVBPR(
+        ModelConfig(
+            n_users=dataset.n_users, n_items=dataset.n_items, arch="cnnf-small", image_size=ctx.sizes.small_size
+        )
+    ).eval()
     store = ImageStore.open(dataset, ctx.sizes.small_size, progress=False)
     phi = embed_items(model, ImageBatches(store, torch.device("cpu")), dataset.n_items).numpy()
     return phi, "untrained CNN-F-small"
@@ -103,8 +115,14 @@ def section(ctx) -> list[Row]:
         phi, source = phi[:10], "10 items (smoke)"
     ctx.log(f"embedding map: default catalogue ({len(phi):,} items, {source})")
     seconds = time_map_job(make_run(ctx.work / "umap_default", phi))
-    rows.append(Row("umap_default_s", seconds, "s", note=f"{len(phi):,} items, phi of the {source}; "
-                                                         "includes process start and numba compilation"))
+    rows.append(
+        Row(
+            "umap_default_s",
+            seconds,
+            "s",
+            note=f"{len(phi):,} items, phi of the {source}; includes process start and numba compilation",
+        )
+    )
     n, sample = ctx.sizes.umap_items, ctx.sizes.umap_sample or DEFAULT_SAMPLE
     ctx.log(f"embedding map: {n:,} synthetic items, fitted on {min(n, sample):,}")
     seconds = time_map_job(make_run(ctx.work / "umap_large", clustered_phi(n)), sample)

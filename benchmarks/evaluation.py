@@ -29,8 +29,14 @@ VECTORISED_RUNS = 3  # median of; the loop runs once (it is long: an average in 
 
 
 @torch.no_grad()
-def loop_evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, users: np.ndarray,
-                  split: str = "test", ks=KS, seed: int = 0) -> dict[str, float]:
+def loop_evaluate(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    users: np.ndarray,
+    split: str = "test",
+    ks=KS,
+    seed: int = 0,
+) -> dict[str, float]:
     """The per-user loop: every metric of the vectorised evaluation, one user at a time."""
     users, tp, ti, ep, ei = split_csr(dataset, split, users)
     cold = dataset.cold_items
@@ -39,9 +45,9 @@ def loop_evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], dataset: Dat
     auc, rr = [], []
     for r, u in enumerate(users):
         s = score_fn(torch.tensor([u]))[0].double().numpy()
-        targets = ti[tp[r]:tp[r + 1]]
+        targets = ti[tp[r] : tp[r + 1]]
         negative = np.ones(n, bool)
-        negative[ei[ep[r]:ep[r + 1]]] = False
+        negative[ei[ep[r] : ep[r + 1]]] = False
         negative[targets] = False
         t_s, n_s = s[targets], s[negative]
         ranks = metrics.target_ranks(t_s, n_s)
@@ -58,7 +64,7 @@ def loop_evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], dataset: Dat
         metrics.sampled_auc(t_s, n_s, rng, 100)
         candidates = np.where(negative, s, -np.inf)
         candidates[targets] = t_s
-        np.argsort(-candidates, kind="stable")[:max(ks)]  # top-k list, for coverage
+        np.argsort(-candidates, kind="stable")[: max(ks)]  # top-k list, for coverage
     return {"auc": float(np.nanmean(auc)), "rr": float(np.mean(rr)), "users": len(users)}
 
 
@@ -96,8 +102,9 @@ def section(ctx) -> list[Row]:
     # 1. the default catalogue with a CNN-F-small DVBPR (phi of every item computed first)
     dataset = load_dataset(training_data(ctx))
     torch.manual_seed(0)
-    model = DVBPR(ModelConfig(n_users=dataset.n_users, n_items=dataset.n_items, arch="cnnf-small",
-                              image_size=s.small_size)).eval()
+    model = DVBPR(
+        ModelConfig(n_users=dataset.n_users, n_items=dataset.n_items, arch="cnnf-small", image_size=s.small_size)
+    ).eval()
     store = ImageStore.open(dataset, s.small_size, progress=False)
     phi = embed_items(model, ImageBatches(store, torch.device("cpu")), dataset.n_items)
     cold = torch.as_tensor(dataset.cold_items)
@@ -111,6 +118,13 @@ def section(ctx) -> list[Row]:
     users_f = torch.randn(big.n_users, 200, generator=g)
     items_f = torch.randn(big.n_items, 200, generator=g)
     vec, loop = compare(lambda u: users_f[u] @ items_f.T, big, s.big_loop_users, ctx, "big")
-    rows.append(Row("eval_vs_loop_100k", vec, "users/s", loop,
-                    note=f"{big.n_items:,} items, {big.n_users:,} users, factors of 200"))
+    rows.append(
+        Row(
+            "eval_vs_loop_100k",
+            vec,
+            "users/s",
+            loop,
+            note=f"{big.n_items:,} items, {big.n_users:,} users, factors of 200",
+        )
+    )
     return rows

@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/gpu.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny sizes; runs on the CPU too (smoke test)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dvbpr-gpu-bench")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="tutorial DataLoader workers (default: half the cores, at most 8)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="tutorial DataLoader workers (default: half the cores, at most 8)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip optional parts after this")
     parser.add_argument("--json", action="store_true")
@@ -90,13 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     log(f"ImageBatches ready in {resident_s:.1f} s (store on the GPU: {images.resident is not None})")
 
     label = f"cnnf {size}px, batch {batch}, {device.type}"
-    rows = [Row("gpu_dataset_items", spec.n_items, "items",
-                note=f"{spec.n_users:,} users, {info['interactions']:,} interactions, {spec.pool:,} looks; "
-                     f"store built in {store_s:.0f} s, moved to the device in {resident_s:.1f} s")]
+    rows = [
+        Row(
+            "gpu_dataset_items",
+            spec.n_items,
+            "items",
+            note=f"{spec.n_users:,} users, {info['interactions']:,} interactions, {spec.pool:,} looks; "
+            f"store built in {store_s:.0f} s, moved to the device in {resident_s:.1f} s",
+        )
+    ]
     log(f"real loop, compute bound, compute bound synced every step: {rounds} rounds of {steps} steps")
-    runners = {"real": RealLoop(dataset, store, "cnnf", batch, device, images=images),
-               "bound": ComputeBound(dataset, store, "cnnf", batch, device),
-               "synced": ComputeBound(dataset, store, "cnnf", batch, device, sync_every_step=True)}
+    runners = {
+        "real": RealLoop(dataset, store, "cnnf", batch, device, images=images),
+        "bound": ComputeBound(dataset, store, "cnnf", batch, device),
+        "synced": ComputeBound(dataset, store, "cnnf", batch, device, sync_every_step=True),
+    }
     rates = interleaved(runners, batch, warm, steps, rounds)
     real, bound, synced = rates["real"], rates["bound"], rates["synced"]
     log("real loop, one whole epoch")
@@ -106,43 +115,77 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     log(f"tutorial pipeline ({workers} workers)")
-    tut = tutorial_pipeline(dataset, size, "cnnf", batch, device, 2, 5 if not args.tiny else 1, rounds,
-                            workers)["triplets_per_s"]
+    tut = tutorial_pipeline(dataset, size, "cnnf", batch, device, 2, 5 if not args.tiny else 1, rounds, workers)[
+        "triplets_per_s"
+    ]
     rows += [
         Row("gpu_train_vs_compute_bound", real, "triplets/s", bound, note=f"{label}; goal >= 0.8"),
-        Row("gpu_train_vs_tutorial_pipeline", real, "triplets/s", tut,
-            note=f"{label}; tutorial: DataLoader {workers} workers, PIL per sample; goal >= 10"),
-        Row("gpu_compute_bound_synced", synced, "triplets/s", bound,
-            note="compute bound with loss.item() every step, vs without"),
-        Row("gpu_epoch_s", epoch["epoch_s"], "s", 30.0,
+        Row(
+            "gpu_train_vs_tutorial_pipeline",
+            real,
+            "triplets/s",
+            tut,
+            note=f"{label}; tutorial: DataLoader {workers} workers, PIL per sample; goal >= 10",
+        ),
+        Row(
+            "gpu_compute_bound_synced",
+            synced,
+            "triplets/s",
+            bound,
+            note="compute bound with loss.item() every step, vs without",
+        ),
+        Row(
+            "gpu_epoch_s",
+            epoch["epoch_s"],
+            "s",
+            30.0,
             note=f"train_one_epoch, {epoch['steps']} steps, {epoch['triplets_per_s']:.0f} triplets/s "
-                 "(sampling and first-step warm-up included); goal < 30 s"),
+            "(sampling and first-step warm-up included); goal < 30 s",
+        ),
     ]
     if time_left():
         log("dvbpr.train.train, 1 epoch (load, train, validate, checkpoint)")
         out = args.work / "run"
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
-        train(TrainConfig(data=str(data), out=str(out), arch="cnnf", image_size=size, batch_size=batch,
-                          epochs=1, device=device.type), progress=False)
-        rows.append(Row("gpu_train_1_epoch_s", time.perf_counter() - t0, "s",
-                        note="dvbpr.train.train(epochs=1): store cached, validation and checkpoints included"))
+        train(
+            TrainConfig(
+                data=str(data),
+                out=str(out),
+                arch="cnnf",
+                image_size=size,
+                batch_size=batch,
+                epochs=1,
+                device=device.type,
+            ),
+            progress=False,
+        )
+        rows.append(
+            Row(
+                "gpu_train_1_epoch_s",
+                time.perf_counter() - t0,
+                "s",
+                note="dvbpr.train.train(epochs=1): store cached, validation and checkpoints included",
+            )
+        )
     if not args.no_compile and time_left():
         log("compute bound with torch.compile")
         try:
             runner = ComputeBound(dataset, store, "cnnf", batch, device, compile_model=True)
             runner.run(max(3, warm))  # compilation happens here
             compiled = steps * batch / min(runner.run(steps) for _ in range(rounds))
-            rows.append(Row("gpu_compute_bound_compiled", compiled, "triplets/s", bound,
-                            note="torch.compile(model) vs eager"))
+            rows.append(
+                Row("gpu_compute_bound_compiled", compiled, "triplets/s", bound, note="torch.compile(model) vs eager")
+            )
         except Exception as exc:  # compile support varies: report, do not fail the run
             log(f"torch.compile failed: {type(exc).__name__}: {exc}")
     machine = machine_info()
     machine["total_s"] = round(time.perf_counter() - t_start)
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
-        args.save.write_text(json.dumps({"machine": machine, "rows": [r.as_json() | {"note": r.note} for r in rows]},
-                                        indent=1))
+        args.save.write_text(
+            json.dumps({"machine": machine, "rows": [r.as_json() | {"note": r.note} for r in rows]}, indent=1)
+        )
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=1))
     else:

@@ -26,8 +26,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 from benchmarks.common import MODES, Context, Row, default_work_dir, format_table, machine_info  # noqa: E402
 
-SECTIONS = {"train": "training", "eval": "evaluation", "serve": "serving", "scale": "scale",
-            "umap": "embedding_map"}
+SECTIONS = {"train": "training", "eval": "evaluation", "serve": "serving", "scale": "scale", "umap": "embedding_map"}
 # Run only when asked (`--browser`, or named in --only): the app in chromium (benchmarks/browser.py).
 OPTIONAL = {"browser": "browser"}
 
@@ -38,16 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_true", help="reduced sizes, under 10 minutes on 2 cores")
     size.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: checks the suite runs")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
-    parser.add_argument("--browser", action="store_true",
-                        help="also run the optional browser section (the app in chromium on the default "
-                             "data and model; needs /usr/bin/chromium)")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="scratch folder for generated data and runs (default $DVBPR_BENCH_DIR or "
-                             "<tmp>/dvbpr-bench)")
-    parser.add_argument("--save", type=Path, default=None,
-                        help="also write {machine, mode, rows} as JSON to this file")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="also run the optional browser section (the app in chromium on the default "
+        "data and model; needs /usr/bin/chromium)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="scratch folder for generated data and runs (default $DVBPR_BENCH_DIR or <tmp>/dvbpr-bench)",
+    )
+    parser.add_argument("--save", type=Path, default=None, help="also write {machine, mode, rows} as JSON to this file")
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -60,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     ctx = Context(MODES[mode], work)
     machine = machine_info()
-    ctx.log(f"benchmarks ({mode}) on {machine['cpu']} x{machine['cores']}, {machine['ram_gib']} GiB, "
-            f"load {machine['load_avg']}; work folder {work}")
+    ctx.log(
+        f"benchmarks ({mode}) on {machine['cpu']} x{machine['cores']}, {machine['ram_gib']} GiB, "
+        f"load {machine['load_avg']}; work folder {work}"
+    )
 
     import importlib
 
@@ -80,13 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     machine["load_avg_end"] = machine_info()["load_avg"]
     machine["total_s"] = round(time.time() - t0)
     if args.save:
-        args.save.write_text(json.dumps({"machine": machine, "mode": mode,
-                                         "rows": [r.as_json() | {"note": r.note} for r in rows]}, indent=1))
+        args.save.write_text(
+            json.dumps(
+                {"machine": machine, "mode": mode, "rows": [r.as_json() | {"note": r.note} for r in rows]}, indent=1
+            )
+        )
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=1))
     else:
-        print(f"mode {mode}; {machine['cpu']} x{machine['cores']} cores, {machine['ram_gib']} GiB; "
-              f"load average {machine['load_avg']} -> {machine['load_avg_end']}; {machine['total_s']} s")
+        print(
+            f"mode {mode}; {machine['cpu']} x{machine['cores']} cores, {machine['ram_gib']} GiB; "
+            f"load average {machine['load_avg']} -> {machine['load_avg_end']}; {machine['total_s']} s"
+        )
         print(format_table(rows))
     if failed:
         ctx.log(f"failed sections: {', '.join(failed)}")

@@ -67,9 +67,15 @@ def step_store(args) -> dict:
     dataset = load_dataset(args.data)
     load_s = time.perf_counter() - t0
     store = ImageStore.open(dataset, IMAGE_SIZE, progress=False)
-    return {"detail": {"load_dataset_s": load_s, "store_s": time.perf_counter() - t0 - load_s,
-                       "store_gib": store.array.nbytes / 2**30, **dataset.info(),
-                       "category_counts": None}}
+    return {
+        "detail": {
+            "load_dataset_s": load_s,
+            "store_s": time.perf_counter() - t0 - load_s,
+            "store_gib": store.array.nbytes / 2**30,
+            **dataset.info(),
+            "category_counts": None,
+        }
+    }
 
 
 def step_train(args) -> dict:
@@ -101,12 +107,27 @@ def step_train(args) -> dict:
             break
     steps_s = time.perf_counter() - t1
     t2 = time.perf_counter()
-    save_checkpoint(Path(args.run) / LAST, model, train_config=asdict(cfg), user_ids=dataset.users.ids,
-                    item_ids=dataset.items.ids, cold_items=torch.as_tensor(dataset.cold_items),
-                    dataset_signature=dataset_signature(dataset), epoch=0, step=len(stamps), metrics={})
-    return {"detail": {"setup_s": setup_s, "steps": len(stamps), "steps_s": steps_s,
-                       "triplets_per_s": len(stamps) * cfg.batch_size / steps_s,
-                       "checkpoint_s": time.perf_counter() - t2}}
+    save_checkpoint(
+        Path(args.run) / LAST,
+        model,
+        train_config=asdict(cfg),
+        user_ids=dataset.users.ids,
+        item_ids=dataset.items.ids,
+        cold_items=torch.as_tensor(dataset.cold_items),
+        dataset_signature=dataset_signature(dataset),
+        epoch=0,
+        step=len(stamps),
+        metrics={},
+    )
+    return {
+        "detail": {
+            "setup_s": setup_s,
+            "steps": len(stamps),
+            "steps_s": steps_s,
+            "triplets_per_s": len(stamps) * cfg.batch_size / steps_s,
+            "checkpoint_s": time.perf_counter() - t2,
+        }
+    }
 
 
 def step_evaluate(args) -> dict:
@@ -121,8 +142,14 @@ def step_evaluate(args) -> dict:
     users = np.sort(np.random.default_rng(0).choice(users, min(args.eval_users, len(users)), replace=False))
     t1 = time.perf_counter()
     result = evaluate_recommender(rec, "test", users=users)
-    return {"detail": {"load_and_phi_s": load_s, "ranking_s": time.perf_counter() - t1,
-                       "users": result.metrics["users"], "auc": result.metrics["auc"]}}
+    return {
+        "detail": {
+            "load_and_phi_s": load_s,
+            "ranking_s": time.perf_counter() - t1,
+            "users": result.metrics["users"],
+            "auc": result.metrics["auc"],
+        }
+    }
 
 
 def step_precompute(args) -> dict:
@@ -144,8 +171,15 @@ def step_serve(args) -> dict:
     rec50, rec99 = p50_p99(latencies_ms(lambda k: rec.recommend(users[k], k=20), args.calls))
     image = upload_bytes()
     rank50, rank99 = p50_p99(latencies_ms(lambda k: rec.rank_users(image, k=10), max(3, args.calls // 10)))
-    return {"detail": {"load_s": load_s, "recommend_p50_ms": rec50, "recommend_p99_ms": rec99,
-                       "rank_users_p50_ms": rank50, "rank_users_p99_ms": rank99}}
+    return {
+        "detail": {
+            "load_s": load_s,
+            "recommend_p50_ms": rec50,
+            "recommend_p99_ms": rec99,
+            "rank_users_p50_ms": rank50,
+            "rank_users_p99_ms": rank99,
+        }
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,15 +203,33 @@ def main(argv: list[str] | None = None) -> None:
     import resource
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # decoding workers
-    emit({"step": args.step, "s": seconds, "peak_rss_gib": max(peak_rss_gib(), children),
-          "peak_anon_gib": anon.gib, **result})
+    emit(
+        {
+            "step": args.step,
+            "s": seconds,
+            "peak_rss_gib": max(peak_rss_gib(), children),
+            "peak_anon_gib": anon.gib,
+            **result,
+        }
+    )
 
 
 def section(ctx) -> list[Row]:
     s = ctx.sizes
-    common = ["--work", str(ctx.work), "--fraction", str(s.scale_fraction), "--pool", str(s.scale_pool),
-              "--steps", str(s.scale_train_steps), "--eval-users", str(s.scale_eval_users),
-              "--calls", str(max(10, s.recommend_calls))]
+    common = [
+        "--work",
+        str(ctx.work),
+        "--fraction",
+        str(s.scale_fraction),
+        "--pool",
+        str(s.scale_pool),
+        "--steps",
+        str(s.scale_train_steps),
+        "--eval-users",
+        str(s.scale_eval_users),
+        "--calls",
+        str(max(10, s.recommend_calls)),
+    ]
     out = {}
     for step in STEPS:
         ctx.log(f"scale: {step}")
@@ -185,27 +237,53 @@ def section(ctx) -> list[Row]:
         ctx.log(f"scale: {step} took {out[step]['s']:.1f} s, peak {out[step]['peak_rss_gib']:.2f} GiB")
     g, st, tr, ev, pre, sv = (out[k]["detail"] for k in STEPS)
     scale = "full size" if s.scale_fraction == 1 else f"REDUCED to {s.scale_fraction:g} of Amazon Women"
-    rows = [Row("scale_items", g["items"], "items",
-                note=f"{scale}: {g['users']:,} users, {g['items']:,} items, {g['interactions']:,} "
-                     f"interactions, {g['pool']:,} distinct looks, 64x64")]
-    notes = {"generate": f"pool drawing {g['pool_s']:.1f} s",
-             "store": f"load_dataset {st['load_dataset_s']:.1f} s, store {st['store_gib']:.2f} GiB",
-             "train": f"{tr['steps']} steps in {tr['steps_s']:.1f} s ({tr['triplets_per_s']:.0f} triplets/s), "
-                      f"setup {tr['setup_s']:.1f} s, checkpoint {tr['checkpoint_s']:.1f} s",
-             "evaluate": f"{ev['users']:,} users; load + phi of every item {ev['load_and_phi_s']:.1f} s, "
-                         f"ranking {ev['ranking_s']:.1f} s",
-             "precompute": f"`python -m dvbpr precompute`: load (phi cached) + top-100 lists of "
-                           f"{pre['users']:,} users",
-             "serve": f"load {sv['load_s']:.1f} s (phi and top lists cached)"}
+    rows = [
+        Row(
+            "scale_items",
+            g["items"],
+            "items",
+            note=f"{scale}: {g['users']:,} users, {g['items']:,} items, {g['interactions']:,} "
+            f"interactions, {g['pool']:,} distinct looks, 64x64",
+        )
+    ]
+    notes = {
+        "generate": f"pool drawing {g['pool_s']:.1f} s",
+        "store": f"load_dataset {st['load_dataset_s']:.1f} s, store {st['store_gib']:.2f} GiB",
+        "train": f"{tr['steps']} steps in {tr['steps_s']:.1f} s ({tr['triplets_per_s']:.0f} triplets/s), "
+        f"setup {tr['setup_s']:.1f} s, checkpoint {tr['checkpoint_s']:.1f} s",
+        "evaluate": f"{ev['users']:,} users; load + phi of every item {ev['load_and_phi_s']:.1f} s, "
+        f"ranking {ev['ranking_s']:.1f} s",
+        "precompute": f"`python -m dvbpr precompute`: load (phi cached) + top-100 lists of {pre['users']:,} users",
+        "serve": f"load {sv['load_s']:.1f} s (phi and top lists cached)",
+    }
     for step in STEPS:
         rows.append(Row(f"scale_{step}_s", out[step]["s"], "s", note=notes[step]))
-        rows.append(Row(f"scale_{step}_peak_gib", out[step]["peak_rss_gib"], "GiB", MEMORY_BUDGET_GIB,
-                        note=f"peak RSS incl. mapped store pages; anonymous {out[step]['peak_anon_gib']:.2f} GiB"))
-    rows += [Row("scale_train_triplets_per_s", tr["triplets_per_s"], "triplets/s", note=notes["train"]),
-             Row("scale_recommend_p50_ms", sv["recommend_p50_ms"], "ms", 10.0,
-                 note=f"top lists precomputed; p99 {sv['recommend_p99_ms']:.1f} ms"),
-             Row("scale_rank_users_p50_ms", sv["rank_users_p50_ms"], "ms", 300.0,
-                 note=f"cnnf-small 64px; p99 {sv['rank_users_p99_ms']:.1f} ms")]
+        rows.append(
+            Row(
+                f"scale_{step}_peak_gib",
+                out[step]["peak_rss_gib"],
+                "GiB",
+                MEMORY_BUDGET_GIB,
+                note=f"peak RSS incl. mapped store pages; anonymous {out[step]['peak_anon_gib']:.2f} GiB",
+            )
+        )
+    rows += [
+        Row("scale_train_triplets_per_s", tr["triplets_per_s"], "triplets/s", note=notes["train"]),
+        Row(
+            "scale_recommend_p50_ms",
+            sv["recommend_p50_ms"],
+            "ms",
+            10.0,
+            note=f"top lists precomputed; p99 {sv['recommend_p99_ms']:.1f} ms",
+        ),
+        Row(
+            "scale_rank_users_p50_ms",
+            sv["rank_users_p50_ms"],
+            "ms",
+            300.0,
+            note=f"cnnf-small 64px; p99 {sv['rank_users_p99_ms']:.1f} ms",
+        ),
+    ]
     return rows
 
 

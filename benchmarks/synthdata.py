@@ -41,8 +41,11 @@ WIKIMEDIA = (1_100, 33_000, 97_000)  # the tutorial's Wikimedia, rounded as the 
 
 def look(index: int) -> tuple[str, str, str]:
     """(category, colour, pattern) of pool look `index`."""
-    return (CATEGORIES[index % len(CATEGORIES)], COLOUR_NAMES[(index // 10) % len(COLOUR_NAMES)],
-            PATTERNS[(index // 100) % len(PATTERNS)])
+    return (
+        CATEGORIES[index % len(CATEGORIES)],
+        COLOUR_NAMES[(index // 10) % len(COLOUR_NAMES)],
+        PATTERNS[(index // 100) % len(PATTERNS)],
+    )
 
 
 def _render_range(args: tuple[str, int, int, int, str, int]) -> None:
@@ -57,8 +60,9 @@ def _render_range(args: tuple[str, int, int, int, str, int]) -> None:
             image.save(path, format="JPEG", quality=90)  # the tutorial's pre-resized JPEGs
 
 
-def render_pool(folder: Path, n_looks: int, size: int, fmt: str = "png", seed: int = 0,
-                workers: int | None = None) -> list[str]:
+def render_pool(
+    folder: Path, n_looks: int, size: int, fmt: str = "png", seed: int = 0, workers: int | None = None
+) -> list[str]:
     """Draw `n_looks` looks into `folder`; returns their file names, look order."""
     folder.mkdir(parents=True, exist_ok=True)
     workers = max(1, workers or os.cpu_count() or 1)
@@ -91,8 +95,9 @@ class CatalogueSpec:
         return cls(users, max(items, 50), max(inter, MIN_PER_USER * users + users), **kw)
 
 
-def simulate(spec: CatalogueSpec, item_colour: np.ndarray, rng: np.random.Generator
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def simulate(
+    spec: CatalogueSpec, item_colour: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(users, items, timestamps) of `spec.n_interactions` interactions, grouped by user,
     chronological within a user, no repeated (user, item) pair."""
     n_users, n_items, total = spec.n_users, spec.n_items, spec.n_interactions
@@ -170,18 +175,31 @@ def make_catalogue(out: Path, spec: CatalogueSpec, workers: int | None = None) -
     width_u, width_i = len(str(spec.n_users)), len(str(spec.n_items))
     user_ids = np.array([f"u{u:0{width_u}d}" for u in range(1, spec.n_users + 1)], dtype=object)
     item_ids = np.array([f"i{i:0{width_i}d}" for i in range(1, spec.n_items + 1)], dtype=object)
-    pd.DataFrame({"user_id": user_ids[users], "item_id": item_ids[items], "timestamp": timestamps}
-                 ).to_csv(out / "interactions.csv", index=False)
+    pd.DataFrame({"user_id": user_ids[users], "item_id": item_ids[items], "timestamp": timestamps}).to_csv(
+        out / "interactions.csv", index=False
+    )
     looks = [look(i) for i in range(spec.pool)]
     cats = np.array([c for c, _, _ in looks], dtype=object)[item_look]
     cols = np.array([k for _, k, _ in looks], dtype=object)[item_look]
     pats = np.array([p for _, _, p in looks], dtype=object)[item_look]
-    pd.DataFrame({"item_id": item_ids, "category": cats,
-                  "title": [f"{k.capitalize()} {p} {c}" for c, k, p in zip(cats, cols, pats)],
-                  "image": np.array([f"images/pool/{n}" for n in names], dtype=object)[item_look],
-                  "colour": cols, "pattern": pats}).to_csv(out / "items.csv", index=False)
-    return {"users": spec.n_users, "items": spec.n_items, "interactions": int(len(users)),
-            "pool": spec.pool, "pool_s": t_pool, "total_s": time.perf_counter() - t0}
+    pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "category": cats,
+            "title": [f"{k.capitalize()} {p} {c}" for c, k, p in zip(cats, cols, pats)],
+            "image": np.array([f"images/pool/{n}" for n in names], dtype=object)[item_look],
+            "colour": cols,
+            "pattern": pats,
+        }
+    ).to_csv(out / "items.csv", index=False)
+    return {
+        "users": spec.n_users,
+        "items": spec.n_items,
+        "interactions": int(len(users)),
+        "pool": spec.pool,
+        "pool_s": t_pool,
+        "total_s": time.perf_counter() - t0,
+    }
 
 
 def mirror_dataset(source: Path, out: Path) -> Path:
@@ -209,9 +227,15 @@ def in_memory_dataset(n_users: int, n_items: int, per_user: int = 8, seed: int =
     items = rng.integers(0, n_items, len(users))
     train = np.unique(np.stack([users, items], 1), axis=0)
     test = np.stack([np.arange(n_users), rng.integers(0, n_items, n_users)], 1)
-    return Dataset(root=Path("/nonexistent/synthetic"), name="synthetic",
-                   users=IdMap([f"u{u}" for u in range(n_users)], "user"),
-                   items=IdMap([f"i{i}" for i in range(n_items)], "item"),
-                   item_categories=[""] * n_items, item_titles=[""] * n_items,
-                   image_paths=ImagePaths([""] * n_items), train=train,
-                   val=np.zeros((0, 2), np.int64), test=test)
+    return Dataset(
+        root=Path("/nonexistent/synthetic"),
+        name="synthetic",
+        users=IdMap([f"u{u}" for u in range(n_users)], "user"),
+        items=IdMap([f"i{i}" for i in range(n_items)], "item"),
+        item_categories=[""] * n_items,
+        item_titles=[""] * n_items,
+        image_paths=ImagePaths([""] * n_items),
+        train=train,
+        val=np.zeros((0, 2), np.int64),
+        test=test,
+    )

@@ -41,12 +41,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def setup(dataset: Dataset, arch: str, image_size: int, batch: int, device: torch.device,
-          seed: int = 0) -> tuple[TrainConfig, DVBPR, torch.optim.Optimizer]:
+def setup(
+    dataset: Dataset, arch: str, image_size: int, batch: int, device: torch.device, seed: int = 0
+) -> tuple[TrainConfig, DVBPR, torch.optim.Optimizer]:
     """The model and optimiser exactly as `dvbpr.train.train` builds them; one sampled negative
     per positive (no in-batch negatives), the loss `ComputeBound` and the tutorial compute."""
-    cfg = TrainConfig(data=str(dataset.root), out="-", arch=arch, image_size=image_size,
-                      batch_size=batch, device=device.type, seed=seed, in_batch=False)
+    cfg = TrainConfig(
+        data=str(dataset.root),
+        out="-",
+        arch=arch,
+        image_size=image_size,
+        batch_size=batch,
+        device=device.type,
+        seed=seed,
+        in_batch=False,
+    )
     torch.manual_seed(seed)
     model, _ = build_model(cfg, dataset, device)
     model = model.to(memory_format=torch.channels_last)
@@ -58,8 +67,15 @@ class RealLoop:
     """The project's loop, `train_one_epoch`, over the store; `run(n)` does the next n steps
     (resuming inside the epoch, sampling the next epoch when one ends)."""
 
-    def __init__(self, dataset: Dataset, store: ImageStore, arch: str, batch: int, device: torch.device,
-                 images: ImageBatches | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        store: ImageStore,
+        arch: str,
+        batch: int,
+        device: torch.device,
+        images: ImageBatches | None = None,
+    ):
         self.cfg, self.model, self.optimizer = setup(dataset, arch, store.size, batch, device)
         self.images = images if images is not None else ImageBatches(store, device)  # reuse: CUDA copy
         self.sampler = TripletSampler(dataset.train, dataset.n_items, self.cfg.negatives)
@@ -74,8 +90,9 @@ class RealLoop:
             if self.position * self.cfg.batch_size >= len(self.triplets):
                 self.epoch, self.position = self.epoch + 1, 0
                 self.triplets = self.sampler.epoch(self.cfg.seed * 1_000_003 + self.epoch)
-            for event in train_one_epoch(self.model, self.optimizer, None, self.triplets, self.images, self.cfg,
-                                         Dist(), start_step=self.position):
+            for event in train_one_epoch(
+                self.model, self.optimizer, None, self.triplets, self.images, self.cfg, Dist(), start_step=self.position
+            ):
                 done, self.position = done + 1, event.step + 1
                 if done == steps:
                     break
@@ -86,22 +103,35 @@ class RealLoop:
         """One full epoch from its first step, sampling included."""
         t0 = time.perf_counter()
         triplets = self.sampler.epoch(self.cfg.seed * 1_000_003 + self.epoch + 1)
-        steps = sum(1 for _ in train_one_epoch(self.model, self.optimizer, None, triplets, self.images, self.cfg,
-                                               Dist()))
+        steps = sum(
+            1 for _ in train_one_epoch(self.model, self.optimizer, None, triplets, self.images, self.cfg, Dist())
+        )
         _sync(self.device)
         seconds = time.perf_counter() - t0
         return {"epoch_s": seconds, "steps": steps, "triplets_per_s": len(triplets) / seconds}
 
 
-def _step(model: DVBPR, optimizer: torch.optim.Optimizer, cfg: TrainConfig, u, i, j, imgs,
-          device: torch.device, net: torch.nn.Module | None = None) -> torch.Tensor:
+def _step(
+    model: DVBPR,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    u,
+    i,
+    j,
+    imgs,
+    device: torch.device,
+    net: torch.nn.Module | None = None,
+) -> torch.Tensor:
     """One optimisation step with train_one_epoch's loss (BPR + L2 terms), no host sync.
     `net` runs the forward pass (a compiled model), `model` gives the L2 terms."""
     with autocast(device):
         x_uij = (net or model)(u, i, j, imgs)
     bpr = bpr_loss(x_uij)
-    loss = (bpr + model.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
-            + (cfg.l2_cnn * model.cnn_l2() if cfg.l2_cnn else 0.0)) / len(u)
+    loss = (
+        bpr
+        + model.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
+        + (cfg.l2_cnn * model.cnn_l2() if cfg.l2_cnn else 0.0)
+    ) / len(u)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -112,8 +142,16 @@ class ComputeBound:
     """Forward, backward and Adam step on one fixed batch already on the device (optionally
     reading the loss back every step, or through `torch.compile`)."""
 
-    def __init__(self, dataset: Dataset, store: ImageStore, arch: str, batch: int, device: torch.device,
-                 sync_every_step: bool = False, compile_model: bool = False):
+    def __init__(
+        self,
+        dataset: Dataset,
+        store: ImageStore,
+        arch: str,
+        batch: int,
+        device: torch.device,
+        sync_every_step: bool = False,
+        compile_model: bool = False,
+    ):
         self.cfg, self.model, self.optimizer = setup(dataset, arch, store.size, batch, device)
         local = TripletSampler(dataset.train, dataset.n_items, self.cfg.negatives).epoch(0)[:batch]
         if len(local) < batch:
@@ -127,16 +165,14 @@ class ComputeBound:
     def run(self, steps: int) -> float:
         t0 = time.perf_counter()
         for _ in range(steps):
-            bpr = _step(self.model, self.optimizer, self.cfg, self.u, self.i, self.j, self.imgs,
-                        self.device, self.net)
+            bpr = _step(self.model, self.optimizer, self.cfg, self.u, self.i, self.j, self.imgs, self.device, self.net)
             if self.sync_every_step:
                 float(bpr.detach())
         _sync(self.device)
         return time.perf_counter() - t0
 
 
-def interleaved(runners: dict[str, Any], batch: int, warmup: int, steps: int, rounds: int
-                ) -> dict[str, float]:
+def interleaved(runners: dict[str, Any], batch: int, warmup: int, steps: int, rounds: int) -> dict[str, float]:
     """Triplets/s of each runner: after `warmup` steps each, `rounds` rounds of `steps` steps,
     the runners taking turns (ABAB...), so load from other processes hits all of them alike;
     the best round of each counts."""
@@ -171,8 +207,17 @@ class TutorialTriplets(torch.utils.data.Dataset):
         return u, i, j, self._image(i), self._image(j)
 
 
-def tutorial_pipeline(dataset: Dataset, image_size: int, arch: str, batch: int, device: torch.device,
-                      warmup: int, steps: int, rounds: int, workers: int) -> dict[str, Any]:
+def tutorial_pipeline(
+    dataset: Dataset,
+    image_size: int,
+    arch: str,
+    batch: int,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    rounds: int,
+    workers: int,
+) -> dict[str, Any]:
     """DataLoader(num_workers=workers, shuffle) over the tutorial dataset, same model and step
     (the tutorial also reads the loss back every step). One continuous run: `warmup` steps,
     then `rounds` rounds of `steps` steps; the best round counts. Not interleaved with other
@@ -184,8 +229,13 @@ def tutorial_pipeline(dataset: Dataset, image_size: int, arch: str, batch: int, 
     while len(triplets) < (warmup + steps * rounds) * batch:
         triplets = np.concatenate([triplets, triplets])
     loader = torch.utils.data.DataLoader(
-        TutorialTriplets(triplets, dataset.image_paths.strings, image_size), batch_size=batch,
-        shuffle=True, num_workers=workers, drop_last=True, pin_memory=device.type == "cuda")
+        TutorialTriplets(triplets, dataset.image_paths.strings, image_size),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
     stamps = []
     for u, i, j, xi, xj in loader:
         imgs = torch.cat([xi, xj]).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -195,7 +245,7 @@ def tutorial_pipeline(dataset: Dataset, image_size: int, arch: str, batch: int, 
         if len(stamps) == warmup + steps * rounds:
             break
     del loader  # stops the workers
-    ends = stamps[warmup - 1::steps]
+    ends = stamps[warmup - 1 :: steps]
     seconds = min(b - a for a, b in zip(ends, ends[1:]))
     return {"triplets_per_s": steps * batch / seconds, "step_s": seconds / steps, "workers": workers}
 
@@ -224,13 +274,16 @@ def section(ctx) -> list:
     dataset = load_dataset(training_data(ctx))
     rows = []
     for suffix, arch, size, batch, (warmup, steps, rounds) in (
-            ("", "cnnf-small", s.small_size, s.small_batch, s.small_steps),
-            ("_cnnf224", "cnnf", s.cnnf_size, s.cnnf_batch, s.cnnf_steps)):
+        ("", "cnnf-small", s.small_size, s.small_batch, s.small_steps),
+        ("_cnnf224", "cnnf", s.cnnf_size, s.cnnf_batch, s.cnnf_steps),
+    ):
         label = f"{arch} {size}px, batch {batch}"
         store = ImageStore.open(dataset, size, progress=False)
         ctx.log(f"train {label}: real loop and compute bound, {rounds} rounds of {steps} steps, taking turns")
-        runners = {"real": RealLoop(dataset, store, arch, batch, device),
-                   "bound": ComputeBound(dataset, store, arch, batch, device)}
+        runners = {
+            "real": RealLoop(dataset, store, arch, batch, device),
+            "bound": ComputeBound(dataset, store, arch, batch, device),
+        }
         rates = interleaved(runners, batch, warmup, steps, rounds)
         # the tutorial runs alone and continuously (see tutorial_pipeline): compare it with the
         # real loop run the same way, right before it
@@ -240,8 +293,20 @@ def section(ctx) -> list:
         del real
         ctx.log(f"train {label}: tutorial pipeline (DataLoader, 2 workers)")
         tut = tutorial_pipeline(dataset, size, arch, batch, device, warmup, steps, rounds, workers=2)
-        rows += [Row(f"train_vs_compute_bound{suffix}", rates["real"], "triplets/s", rates["bound"],
-                     note=f"{label}; taking turns; goal >= 0.9"),
-                 Row(f"train_vs_tutorial_pipeline{suffix}", alone, "triplets/s", tut["triplets_per_s"],
-                     note=f"{label}; each alone; tutorial = DataLoader, 2 workers, PIL per sample")]
+        rows += [
+            Row(
+                f"train_vs_compute_bound{suffix}",
+                rates["real"],
+                "triplets/s",
+                rates["bound"],
+                note=f"{label}; taking turns; goal >= 0.9",
+            ),
+            Row(
+                f"train_vs_tutorial_pipeline{suffix}",
+                alone,
+                "triplets/s",
+                tut["triplets_per_s"],
+                note=f"{label}; each alone; tutorial = DataLoader, 2 workers, PIL per sample",
+            ),
+        ]
     return rows

@@ -18,13 +18,36 @@ from .errors import (
     UnknownIdError,
 )
 
-__all__ = ["CheckpointError", "DataError", "DatasetChangedError", "DeviceUnavailableError", "DVBPRError",
-           "ImageError", "JobError", "TrainingError", "UnknownIdError", "Recommender", "load_dataset", "Dataset",
-           "ImageStore", "TrainConfig", "train", "DVBPR", "ModelConfig"]
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "DatasetChangedError",
+    "DeviceUnavailableError",
+    "DVBPRError",
+    "ImageError",
+    "JobError",
+    "TrainingError",
+    "UnknownIdError",
+    "Recommender",
+    "load_dataset",
+    "Dataset",
+    "ImageStore",
+    "TrainConfig",
+    "train",
+    "DVBPR",
+    "ModelConfig",
+]
 
-_LAZY = {"Recommender": "recommender", "load_dataset": "data", "Dataset": "data",
-         "ImageStore": "images", "TrainConfig": "config", "train": "train", "DVBPR": "model",
-         "ModelConfig": "model"}
+_LAZY = {
+    "Recommender": "recommender",
+    "load_dataset": "data",
+    "Dataset": "data",
+    "ImageStore": "images",
+    "TrainConfig": "config",
+    "train": "train",
+    "DVBPR": "model",
+    "ModelConfig": "model",
+}
 
 
 def __getattr__(name: str):

@@ -52,9 +52,16 @@ class BPRMF(nn.Module):
         return x_ui - x_uj
 
     def l2(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        return 0.5 * sum(t.pow(2).sum() for t in (self.gamma_users(users), self.gamma_items(pos),
-                                                  self.gamma_items(neg), self.beta_items(pos),
-                                                  self.beta_items(neg)))
+        return 0.5 * sum(
+            t.pow(2).sum()
+            for t in (
+                self.gamma_users(users),
+                self.gamma_items(pos),
+                self.gamma_items(neg),
+                self.beta_items(pos),
+                self.beta_items(neg),
+            )
+        )
 
     @torch.inference_mode()
     def serving_factors(self, cold_items: torch.Tensor) -> ServingFactors:
@@ -75,7 +82,7 @@ def train_bpr_mf(dataset: Dataset, cfg: BPRMFConfig | None = None, progress: boo
     for epoch in tqdm(range(cfg.epochs), desc="bpr-mf", disable=not progress, leave=False):
         triplets = torch.as_tensor(sampler.epoch(cfg.seed * 1_000_003 + epoch))
         for step in range(steps):
-            u, i, j = triplets[step * cfg.batch_size:(step + 1) * cfg.batch_size].T
+            u, i, j = triplets[step * cfg.batch_size : (step + 1) * cfg.batch_size].T
             loss = (bpr_loss(model(u, i, j)) + cfg.l2 * model.l2(u, i, j)) / len(u)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

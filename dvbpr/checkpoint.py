@@ -23,10 +23,21 @@ from .model import DVBPR, ModelConfig
 FORMAT = "dvbpr-checkpoint-1"
 
 
-def save_checkpoint(path: str | Path, model: DVBPR, *, train_config: dict, user_ids: list[str],
-                    item_ids: list[str], cold_items: torch.Tensor, dataset_signature: str,
-                    epoch: int, step: int, metrics: dict, training_state: dict | None = None,
-                    buffers: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: DVBPR,
+    *,
+    train_config: dict,
+    user_ids: list[str],
+    item_ids: list[str],
+    cold_items: torch.Tensor,
+    dataset_signature: str,
+    epoch: int,
+    step: int,
+    metrics: dict,
+    training_state: dict | None = None,
+    buffers: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write atomically: a crash or SIGKILL leaves the previous checkpoint intact. `buffers`
     replaces the model's own (e.g. BatchNorm statistics as they were before the current step)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()} | (buffers or {})
@@ -73,8 +84,13 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> DVB
 def checkpoint_fields(dataset, train_config: dict) -> dict:
     """What every checkpoint of a run on `dataset` holds besides the weights and the progress
     (`save_checkpoint`'s keyword arguments): id maps, cold items, signature, train config."""
-    return dict(user_ids=dataset.users.ids, item_ids=dataset.items.ids, cold_items=torch.as_tensor(dataset.cold_items),
-                dataset_signature=dataset_signature(dataset), train_config=train_config)
+    return dict(
+        user_ids=dataset.users.ids,
+        item_ids=dataset.items.ids,
+        cold_items=torch.as_tensor(dataset.cold_items),
+        dataset_signature=dataset_signature(dataset),
+        train_config=train_config,
+    )
 
 
 @dataclass
@@ -92,8 +108,15 @@ class CheckpointWriter:
     active: bool
     fields: dict  # `checkpoint_fields`
 
-    def save(self, name: str, epoch: int, step_in_epoch: int, metrics: dict,
-             early_stop: tuple[float, int] | None = None, before: Any = None) -> None:
+    def save(
+        self,
+        name: str,
+        epoch: int,
+        step_in_epoch: int,
+        metrics: dict,
+        early_stop: tuple[float, int] | None = None,
+        before: Any = None,
+    ) -> None:
         """`early_stop`: (best validation AUC, epochs without gain). `before`: the RNG state and
         buffers from before the step a resume runs first (`train.CheckpointDue`), else the
         current ones."""
@@ -101,13 +124,24 @@ class CheckpointWriter:
             return
         state = None
         if early_stop is not None:
-            state = {"optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-                     "rng": before.rng if before else rng_state(self.device), "step_in_epoch": step_in_epoch,
-                     "best": early_stop[0], "stale_epochs": early_stop[1]}
-        save_checkpoint(self.run_dir / name, self.model, epoch=epoch, step=epoch * self.steps_per_epoch + step_in_epoch,
-                        metrics=metrics, training_state=state, buffers=before.buffers if before else None,
-                        **self.fields)
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+                "rng": before.rng if before else rng_state(self.device),
+                "step_in_epoch": step_in_epoch,
+                "best": early_stop[0],
+                "stale_epochs": early_stop[1],
+            }
+        save_checkpoint(
+            self.run_dir / name,
+            self.model,
+            epoch=epoch,
+            step=epoch * self.steps_per_epoch + step_in_epoch,
+            metrics=metrics,
+            training_state=state,
+            buffers=before.buffers if before else None,
+            **self.fields,
+        )
 
 
 def transfer_weights(model: DVBPR, source: dict, user_ids: list[str], item_ids: list[str]) -> None:
@@ -119,8 +153,12 @@ def transfer_weights(model: DVBPR, source: dict, user_ids: list[str], item_ids: 
         for name, tensor in state.items():
             if name.startswith("cnn."):
                 own[name].copy_(tensor)
-        for table, ids_key, ids in (("theta_users", "user_ids", user_ids), ("gamma_users", "user_ids", user_ids),
-                                    ("gamma_items", "item_ids", item_ids), ("beta_items", "item_ids", item_ids)):
+        for table, ids_key, ids in (
+            ("theta_users", "user_ids", user_ids),
+            ("gamma_users", "user_ids", user_ids),
+            ("gamma_items", "item_ids", item_ids),
+            ("beta_items", "item_ids", item_ids),
+        ):
             key = f"{table}.weight"
             if key not in state or key not in own:
                 continue

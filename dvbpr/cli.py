@@ -33,6 +33,7 @@ def command(name: str):
     def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         COMMANDS[name] = fn
         return fn
+
     return register
 
 
@@ -95,8 +96,18 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(info)
         return 0
-    for key in ("name", "path", "users", "items", "interactions", "train", "validation", "test",
-                "cold_items", "categories"):
+    for key in (
+        "name",
+        "path",
+        "users",
+        "items",
+        "interactions",
+        "train",
+        "validation",
+        "test",
+        "cold_items",
+        "categories",
+    ):
         print(f"{key:>13}: {info[key]}")
     for warning in dataset.warnings:
         print(f"warning: {warning}")
@@ -124,8 +135,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(**given)
     status = train(cfg, resume=args.resume, progress=True)
     if status:  # empty on DDP ranks other than 0, which stay quiet
-        print(f"{status['state']}: {cfg.out} (best validation AUC {status.get('best_val_auc')})"
-              + (f" - {status['message']}" if status.get("message") else ""))
+        print(
+            f"{status['state']}: {cfg.out} (best validation AUC {status.get('best_val_auc')})"
+            + (f" - {status['message']}" if status.get("message") else "")
+        )
     return 0
 
 
@@ -138,8 +151,7 @@ def _recommend(args: argparse.Namespace) -> int:
     rec = _recommender(args)
     ids, scores = rec.recommend(args.user, k=args.k, exclude_seen=not args.include_seen)
     if args.json:
-        _print_json({"user": args.user,
-                     "items": [{"item_id": i, "score": float(s)} for i, s in zip(ids, scores)]})
+        _print_json({"user": args.user, "items": [{"item_id": i, "score": float(s)} for i, s in zip(ids, scores)]})
         return 0
     for rank, (item, score) in enumerate(zip(ids, scores), 1):
         print(f"{rank:>5}  {item:<24} {score:10.4f}")
@@ -152,8 +164,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_recommender(rec, split=args.split, ks=args.k, progress=True)
     table = {"dvbpr": result.metrics}
     if args.baselines:
-        table.update({name: r.metrics for name, r in
-                      evaluate_baselines(rec.dataset, args.split, args.k, progress=True).items()})
+        table.update(
+            {name: r.metrics for name, r in evaluate_baselines(rec.dataset, args.split, args.k, progress=True).items()}
+        )
     if args.per_user:
         write_per_user_csv(args.per_user, result, rec.dataset)
     embedding = None
@@ -174,8 +187,7 @@ def _rank_users(args: argparse.Namespace) -> int:
     rec = _recommender(args)
     users, scores = rec.rank_users(args.image, k=args.k, name=args.image)
     if args.json:
-        _print_json({"image": args.image,
-                     "users": [{"user_id": u, "score": float(s)} for u, s in zip(users, scores)]})
+        _print_json({"image": args.image, "users": [{"user_id": u, "score": float(s)} for u, s in zip(users, scores)]})
         return 0
     for rank, (user, score) in enumerate(zip(users, scores), 1):
         print(f"{rank:>5}  {user:<24} {score:10.4f}")
@@ -187,8 +199,12 @@ def _similar(args: argparse.Namespace) -> int:
     rec = _recommender(args)
     ids, sims = rec.similar_items(item_id=args.item, image=args.image, k=args.k)
     if args.json:
-        _print_json({"query": args.item or args.image,
-                     "items": [{"item_id": i, "similarity": float(s)} for i, s in zip(ids, sims)]})
+        _print_json(
+            {
+                "query": args.item or args.image,
+                "items": [{"item_id": i, "similarity": float(s)} for i, s in zip(ids, sims)],
+            }
+        )
         return 0
     for rank, (item, sim) in enumerate(zip(ids, sims), 1):
         print(f"{rank:>5}  {item:<24} {sim:8.4f}")
@@ -199,29 +215,33 @@ def _similar(args: argparse.Namespace) -> int:
 def _precompute(args: argparse.Namespace) -> int:
     rec = Recommender.from_run(args.run_dir, data=args.data, device=args.device, progress=True, top_lists=True)
     n_users, k = rec.top_ids.shape
-    print(f"top-{k} lists of {n_users:,} users cached in {Path(rec.checkpoint_path).parent / CACHE}: "
-          f"recommend with k <= {k} is now a lookup")
+    print(
+        f"top-{k} lists of {n_users:,} users cached in {Path(rec.checkpoint_path).parent / CACHE}: "
+        f"recommend with k <= {k} is now a lookup"
+    )
     return 0
 
 
 @command("import")
 def _import(args: argparse.Namespace) -> int:
     if args.format == "kang-npy":
-        out = import_kang_npy(args.file, args.out, trust_pickle=args.trust_pickle,
-                              skip_missing_images=args.skip_missing_images)
+        out = import_kang_npy(
+            args.file, args.out, trust_pickle=args.trust_pickle, skip_missing_images=args.skip_missing_images
+        )
     else:
         out = import_visrec(args.csv, args.images_dir, args.out)
     dataset = load_dataset(out)
     info = dataset.info()
     print(f"imported into {out}")
-    for key in ("users", "items", "interactions", "train", "validation", "test", "cold_items",
-                "categories"):
+    for key in ("users", "items", "interactions", "train", "validation", "test", "cold_items", "categories"):
         print(f"{key:>13}: {info[key]}")
     report = read_json(out / REPORT_FILE, {})
     if report.get("skipped_items"):
-        print(f"skipped {report['skipped_items']} item(s) without image bytes "
-              f"(e.g. {', '.join(report['skipped_item_ids'])}) and "
-              f"{report['dropped_interactions']} interaction(s) with them")
+        print(
+            f"skipped {report['skipped_items']} item(s) without image bytes "
+            f"(e.g. {', '.join(report['skipped_item_ids'])}) and "
+            f"{report['dropped_interactions']} interaction(s) with them"
+        )
     for warning in dataset.warnings:
         print(f"warning: {warning}")
     return 0
@@ -230,9 +250,12 @@ def _import(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------- parser
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help=f"run folder holding {BEST} or {LAST} (e.g. models/default)")
-    p.add_argument("--data", default=None,
-                   help="dataset folder (default: the one the run records, found relative to the run "
-                        "folder, then by name under DVBPR_DATA_ROOT, then as recorded)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset folder (default: the one the run records, found relative to the run "
+        "folder, then by name under DVBPR_DATA_ROOT, then as recorded)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
@@ -241,19 +264,25 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     default here is None, so that the flags actually given can be told apart (a preset, resume)."""
     for f in fields(TrainConfig):
         default = option_default(f.name)
-        kind: dict = ({"action": argparse.BooleanOptionalAction} if isinstance(default, bool)
-                      else {"type": type(default) if default is not None else str,
-                            "choices": f.metadata.get("choices")})
-        p.add_argument(option_flag(f.name), dest=f.name, default=None,
-                       help=_TRAIN_HELP.get(f.name) or option_help(f.name), **kind)
-    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="start from a named configuration; paper = the original code's settings "
-                        "(no BatchNorm, uniform theta, one sampled negative from all items, lr 1e-4)")
+        kind: dict = (
+            {"action": argparse.BooleanOptionalAction}
+            if isinstance(default, bool)
+            else {"type": type(default) if default is not None else str, "choices": f.metadata.get("choices")}
+        )
+        p.add_argument(
+            option_flag(f.name), dest=f.name, default=None, help=_TRAIN_HELP.get(f.name) or option_help(f.name), **kind
+        )
+    p.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="start from a named configuration; paper = the original code's settings "
+        "(no BatchNorm, uniform theta, one sampled negative from all items, lr 1e-4)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
-_TRAIN_HELP = {"data": "dataset folder (default: data/default; with --resume: the run's own, found as for "
-                       "recommend)"}
+_TRAIN_HELP = {"data": "dataset folder (default: data/default; with --resume: the run's own, found as for recommend)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,12 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: data/default)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (0 is the shipped default)")
 
-    p = sub.add_parser("make-emoji", help="build a real-image dataset from the npm package "
-                       "emoji-datasource-google@16.0.0 (3,786 emoji) with synthetic users")
+    p = sub.add_parser(
+        "make-emoji",
+        help="build a real-image dataset from the npm package "
+        "emoji-datasource-google@16.0.0 (3,786 emoji) with synthetic users",
+    )
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: data/emoji)")
-    p.add_argument("--package", default=None, metavar="TGZ",
-                   help="an already-downloaded emoji-datasource-google-16.0.0.tgz "
-                        "(default: fetch it with `npm pack`)")
+    p.add_argument(
+        "--package",
+        default=None,
+        metavar="TGZ",
+        help="an already-downloaded emoji-datasource-google-16.0.0.tgz (default: fetch it with `npm pack`)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic users and interactions (default 0)")
     p.add_argument("--users", type=int, default=2000, help="number of synthetic users (default 2000)")
 
@@ -293,10 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_ks, default=(20, 100), help="cut-offs, comma-separated (default 20,100)")
     p.add_argument("--baselines", action="store_true", help="also evaluate popularity and BPR-MF")
     p.add_argument("--per-user", dest="per_user", default=None, help="write per-user metrics to this CSV")
-    p.add_argument("--embedding", action="store_true",
-                   help="also diagnose the visual embedding phi: effective dimensions (participation ratio), "
-                   "near-duplicate items, what nearest neighbours share, hidden-taste lifts (under the key "
-                   "\"embedding\" with --json)")
+    p.add_argument(
+        "--embedding",
+        action="store_true",
+        help="also diagnose the visual embedding phi: effective dimensions (participation ratio), "
+        "near-duplicate items, what nearest neighbours share, hidden-taste lifts (under the key "
+        '"embedding" with --json)',
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("rank-users", help="users who would rank a new image highest (cold start)")
@@ -313,28 +351,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="number of items")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("precompute", help="cache item features and every user's top-100 list of a run "
-                       "(done at load for small catalogues; makes recommend a lookup on large ones)")
+    p = sub.add_parser(
+        "precompute",
+        help="cache item features and every user's top-100 list of a run "
+        "(done at load for small catalogues; makes recommend a lookup on large ones)",
+    )
     _run_args(p)
 
     p = sub.add_parser("import", help="convert a public dataset into a dataset folder")
-    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT",
-                               help="the source format")
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT", help="the source format")
     f = formats.add_parser("kang-npy", help="an original DVBPR .npy file (Amazon, Tradesy)")
     f.add_argument("file", metavar="FILE", help="the .npy file, e.g. AmazonFashion6ImgPartitioned.npy")
     f.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create (new or empty)")
-    f.add_argument("--trust-pickle", dest="trust_pickle", action="store_true",
-                   help="allow loading the file: it is a pickle, which can run code; "
-                        "only for files from a source you trust")
-    f.add_argument("--skip-missing-images", dest="skip_missing_images", action="store_true",
-                   help="leave out items without image bytes and their interactions "
-                        "(default: stop with an error listing them)")
-    f = formats.add_parser("visrec",
-                           help="a VisRec tutorial CSV (Wikimedia, UGallery) and its images")
-    f.add_argument("csv", metavar="CSV", help="user_id,item_id,timestamp,evaluation (Wikimedia) or "
-                               "user_id,item_id,artist_id,timestamp (UGallery)")
-    f.add_argument("images_dir", metavar="IMAGES_DIR",
-                   help="folder with one image per item, <item_id>.jpg (or jpeg/png/webp)")
+    f.add_argument(
+        "--trust-pickle",
+        dest="trust_pickle",
+        action="store_true",
+        help="allow loading the file: it is a pickle, which can run code; only for files from a source you trust",
+    )
+    f.add_argument(
+        "--skip-missing-images",
+        dest="skip_missing_images",
+        action="store_true",
+        help="leave out items without image bytes and their interactions (default: stop with an error listing them)",
+    )
+    f = formats.add_parser("visrec", help="a VisRec tutorial CSV (Wikimedia, UGallery) and its images")
+    f.add_argument(
+        "csv",
+        metavar="CSV",
+        help="user_id,item_id,timestamp,evaluation (Wikimedia) or user_id,item_id,artist_id,timestamp (UGallery)",
+    )
+    f.add_argument(
+        "images_dir", metavar="IMAGES_DIR", help="folder with one image per item, <item_id>.jpg (or jpeg/png/webp)"
+    )
     f.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create (new or empty)")
     return parser
 

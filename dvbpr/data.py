@@ -48,9 +48,7 @@ class IdMap:
         self._index = pd.Index(self.ids, dtype=object)  # hash table for index()/indices()
         if not self._index.is_unique:
             dups = self._index[self._index.duplicated()].unique()
-            raise DataError(
-                f"duplicate {kind} ids {_quote_list(dups)} ({len(dups)} distinct ids repeated)"
-            )
+            raise DataError(f"duplicate {kind} ids {_quote_list(dups)} ({len(dups)} distinct ids repeated)")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,8 +81,7 @@ class IdMap:
         if (found < 0).any():
             unknown = pd.unique(np.asarray(ids, dtype=object)[found < 0])
             raise UnknownIdError(
-                f"unknown {self.kind} ids {_quote_list(unknown)} "
-                f"({len(unknown)} distinct unknown among {len(ids)})"
+                f"unknown {self.kind} ids {_quote_list(unknown)} ({len(unknown)} distinct unknown among {len(ids)})"
             )
         return found
 
@@ -99,9 +96,7 @@ class IdMap:
         arr = np.asarray(indices, dtype=np.int64).ravel()
         bad = (arr < 0) | (arr >= len(self.ids))
         if bad.any():
-            raise IndexError(
-                f"{self.kind} index {int(arr[bad][0])} out of range 0..{len(self.ids) - 1}"
-            )
+            raise IndexError(f"{self.kind} index {int(arr[bad][0])} out of range 0..{len(self.ids) - 1}")
         return [self.ids[i] for i in arr.tolist()]
 
 
@@ -158,16 +153,12 @@ class Dataset:
     warnings: list[str] = field(default_factory=list)
     cold_items: np.ndarray = field(init=False, repr=False)
     item_popularity: np.ndarray = field(init=False, repr=False)
-    _csr: dict[str, tuple[np.ndarray, np.ndarray]] = field(
-        init=False, repr=False, default_factory=dict
-    )
+    _csr: dict[str, tuple[np.ndarray, np.ndarray]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_paths, ImagePaths):
             self.image_paths = ImagePaths(self.image_paths)
-        self.item_popularity = np.bincount(self.train[:, 1], minlength=self.n_items).astype(
-            np.int64
-        )
+        self.item_popularity = np.bincount(self.train[:, 1], minlength=self.n_items).astype(np.int64)
         self.cold_items = self.item_popularity == 0
 
     @property
@@ -233,7 +224,8 @@ class Dataset:
         if df is None or "item_id" not in df.columns:
             return {"item_id": list(self.items.ids)}
         rows = pd.Index([str(i).strip() for i in df["item_id"]], dtype=object).get_indexer(
-            pd.Index(self.items.ids, dtype=object))
+            pd.Index(self.items.ids, dtype=object)
+        )
         table = {}
         for name in df.columns:
             cells = [str(c).strip() for c in df[name].to_numpy(dtype=object)]
@@ -274,15 +266,11 @@ def load_dataset(path: str | Path, check_images: bool = True) -> Dataset:
         raise DataError(f"dataset path {root} is not a folder")
     inter_path = root / INTERACTIONS_FILE
     if not inter_path.is_file():
-        raise DataError(
-            f"dataset {root.name!r} has no {INTERACTIONS_FILE} (looked for {inter_path})"
-        )
+        raise DataError(f"dataset {root.name!r} has no {INTERACTIONS_FILE} (looked for {inter_path})")
 
     df = _read_csv(inter_path)
     if df is None or len(df) == 0:
-        raise DataError(
-            f"dataset {root.name!r} has no interactions ({inter_path} has no data rows)"
-        )
+        raise DataError(f"dataset {root.name!r} has no interactions ({inter_path} has no data rows)")
     _require_columns(df, inter_path, ("user_id", "item_id"))
     user_codes, user_ids = _factorize_ids(df, "user_id", inter_path)  # first-appearance order
     item_codes, item_uniques = _factorize_ids(df, "item_id", inter_path)
@@ -307,9 +295,7 @@ def load_dataset(path: str | Path, check_images: bool = True) -> Dataset:
     item_codes = in_catalogue[item_codes]
 
     image_paths = _image_paths(root, catalogue, item_codes, check_images)
-    train, val, test = _split_arrays(
-        user_codes, item_codes, split, order, len(catalogue.ids), warnings
-    )
+    train, val, test = _split_arrays(user_codes, item_codes, split, order, len(catalogue.ids), warnings)
     return Dataset(
         root=root,
         name=root.name,
@@ -335,9 +321,7 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     fast to read as pandas' string dtype, and the code below works on plain object arrays.
     """
     try:
-        df = pd.read_csv(
-            io.BytesIO(path.read_bytes()), dtype=object, keep_default_na=False, encoding="utf-8-sig"
-        )
+        df = pd.read_csv(io.BytesIO(path.read_bytes()), dtype=object, keep_default_na=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         return None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -350,8 +334,7 @@ def _require_columns(df: pd.DataFrame, path: Path, required: Sequence[str]) -> N
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(
-            f"{path}: missing required column(s) {_quote_list(missing)}; "
-            f"columns found: {_quote_list(df.columns)}"
+            f"{path}: missing required column(s) {_quote_list(missing)}; columns found: {_quote_list(df.columns)}"
         )
 
 
@@ -400,9 +383,7 @@ def _parse_timestamps(values: pd.Series, path: Path) -> np.ndarray:
     return times.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
-def _assign_splits(
-    df: pd.DataFrame, path: Path, user_codes: np.ndarray, order: np.ndarray
-) -> np.ndarray:
+def _assign_splits(df: pd.DataFrame, path: Path, user_codes: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Split code per row (in file order), following the rules in docs/architecture.md."""
     if "split" in df.columns:
         codes = _lookup(df["split"], _SPLIT_VALUES)
@@ -472,9 +453,7 @@ def _read_items(path: Path) -> _Catalogue:
         return _Catalogue()
     df = _read_csv(path)
     if df is None:
-        raise DataError(
-            f"{path} is empty: give it the header item_id[,category][,title][,image] or delete it"
-        )
+        raise DataError(f"{path} is empty: give it the header item_id[,category][,title][,image] or delete it")
     _require_columns(df, path, ("item_id",))
     codes, ids = _factorize_ids(df, "item_id", path)
     if len(ids) < len(df):
@@ -505,9 +484,7 @@ def _read_items(path: Path) -> _Catalogue:
 # --- images -----------------------------------------------------------------------------------
 
 
-def _image_paths(
-    root: Path, catalogue: _Catalogue, item_codes: np.ndarray, check: bool
-) -> ImagePaths:
+def _image_paths(root: Path, catalogue: _Catalogue, item_codes: np.ndarray, check: bool) -> ImagePaths:
     """One absolute image path per item: the `image` cell, else images/<item_id>.<ext>."""
     folder = _ImageFolder(os.path.join(root, IMAGES_DIR))
     paths: list[str] = []
@@ -574,9 +551,7 @@ class _ImageFolder:
         return {stem: name for stem, (_, name) in best.items()}
 
 
-def _missing_images_message(
-    root: Path, catalogue: _Catalogue, item_codes: np.ndarray, missing: list[int]
-) -> str:
+def _missing_images_message(root: Path, catalogue: _Catalogue, item_codes: np.ndarray, missing: list[int]) -> str:
     lines = []
     for i in missing[:_LISTED]:
         item_id, cell = catalogue.ids[i], catalogue.images[i]
@@ -589,10 +564,7 @@ def _missing_images_message(
         lines.append(f"  {item_id!r}: tried {tried}; {where}")
     if len(missing) > _LISTED:
         lines.append(f"  ... and {len(missing) - _LISTED} more")
-    return (
-        f"dataset {root.name!r}: {len(missing)} item(s) have no image file in {root}:\n"
-        + "\n".join(lines)
-    )
+    return f"dataset {root.name!r}: {len(missing)} item(s) have no image file in {root}:\n" + "\n".join(lines)
 
 
 # --- split arrays -----------------------------------------------------------------------------
@@ -614,15 +586,13 @@ def _split_arrays(
         n = int((repeated & (split == code)).sum())
         if n:
             warnings.append(
-                f"{n} repeated (user, item) row(s) in the {label} split were collapsed "
-                "into their first occurrence"
+                f"{n} repeated (user, item) row(s) in the {label} split were collapsed into their first occurrence"
             )
     keep = ~repeated
     overlap = int(pd.Series(pair[keep & (split != TRAIN)]).isin(pair[split == TRAIN]).sum())
     if overlap:
         warnings.append(
-            f"{overlap} validation/test interaction(s) repeat a (user, item) pair that is also "
-            "in the training split"
+            f"{overlap} validation/test interaction(s) repeat a (user, item) pair that is also in the training split"
         )
     arrays = []
     for code in (TRAIN, VAL, TEST):

@@ -66,7 +66,7 @@ def covariance_eigenvalues(phi: Embedding) -> np.ndarray:
     mean = x.double().mean(0) if len(x) else torch.zeros(x.shape[1], dtype=torch.float64)
     scatter = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
     for start in range(0, len(x), _ROWS):
-        c = x[start:start + _ROWS].double() - mean
+        c = x[start : start + _ROWS].double() - mean
         scatter += c.T @ c
     eig = torch.linalg.eigvalsh(scatter.cpu()).numpy()[::-1]
     return np.clip(eig, 0.0, None)  # round-off can leave tiny negatives
@@ -110,8 +110,9 @@ def _sample(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
-def near_duplicate_share(phi: Embedding, threshold: float = NEAR_DUPLICATE_THRESHOLD,
-                         sample: int = 2000, seed: int = 0) -> float:
+def near_duplicate_share(
+    phi: Embedding, threshold: float = NEAR_DUPLICATE_THRESHOLD, sample: int = 2000, seed: int = 0
+) -> float:
     """Share of distinct item pairs whose cosine exceeds `threshold`: pairs the embedding cannot
     tell apart. Exact on up to `sample` items, else over the pairs of a fixed random sample."""
     x = _as_tensor(phi)
@@ -122,16 +123,17 @@ def near_duplicate_share(phi: Embedding, threshold: float = NEAR_DUPLICATE_THRES
     count = 0
     with torch.inference_mode():
         for start in range(0, len(u), _QUERIES):
-            sims = u[start:start + _QUERIES] @ u[start + 1:].T  # row r pairs with later items only
-            later = torch.arange(sims.shape[1], device=u.device)[None, :] >= torch.arange(
-                sims.shape[0], device=u.device)[:, None]
+            sims = u[start : start + _QUERIES] @ u[start + 1 :].T  # row r pairs with later items only
+            later = (
+                torch.arange(sims.shape[1], device=u.device)[None, :]
+                >= torch.arange(sims.shape[0], device=u.device)[:, None]
+            )
             count += int(((sims > threshold) & later).sum())
     n = len(rows)
     return count / (n * (n - 1) / 2)
 
 
-def nearest_neighbours(phi: Embedding, queries: np.ndarray, candidates: np.ndarray | None = None
-                       ) -> np.ndarray:
+def nearest_neighbours(phi: Embedding, queries: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
     """For each query row, the index (into phi) of its nearest other row by cosine among
     `candidates` (default: all rows), self excluded; -1 when there is no other candidate."""
     x = _as_tensor(phi)
@@ -147,14 +149,14 @@ def nearest_neighbours(phi: Embedding, queries: np.ndarray, candidates: np.ndarr
     step = max(1, min(_QUERIES, _SCORES // len(cand)))  # a (step, candidates) block at a time
     with torch.inference_mode():
         for start in range(0, len(queries), step):
-            q = queries[start:start + step]
+            q = queries[start : start + step]
             sims = _unit(x[torch.as_tensor(q, device=dev)]) @ pool.T
             own = pos[q]
             inside = np.flatnonzero(own >= 0)
             sims[torch.as_tensor(inside, device=dev), torch.as_tensor(own[inside], device=dev)] = -torch.inf
             best = sims.max(dim=1)
             found = torch.isfinite(best.values).cpu().numpy()
-            out[start:start + len(q)] = np.where(found, cand[best.indices.cpu().numpy()], -1)
+            out[start : start + len(q)] = np.where(found, cand[best.indices.cpu().numpy()], -1)
     return out
 
 
@@ -170,8 +172,9 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v.strip() == "") or (isinstance(v, float) and v != v)
 
 
-def neighbour_agreement(phi: Embedding, labels: Sequence[Any], sample: int = 5000, seed: int = 0,
-                        _cache: dict | None = None) -> dict[str, float | int]:
+def neighbour_agreement(
+    phi: Embedding, labels: Sequence[Any], sample: int = 5000, seed: int = 0, _cache: dict | None = None
+) -> dict[str, float | int]:
     """Share of (sampled) items whose nearest other item by cosine has the same label, beside
     `chance_agreement`: what the embedding's neighbourhoods encode. Items with a missing label
     are left out as queries and as neighbours. Returns {agreement, chance, items, missing}."""
@@ -193,8 +196,12 @@ def neighbour_agreement(phi: Embedding, labels: Sequence[Any], sample: int = 500
     code = np.array([codes.get(v, -1) if p else -1 for v, p in zip(labels, present)])
     has = nn >= 0
     agreement = float((code[queries[has]] == code[nn[has]]).mean()) if has.any() else float("nan")
-    return {"agreement": agreement, "chance": chance_agreement([labels[i] for i in known]),
-            "items": int(has.sum()), "missing": int((~present).sum())}
+    return {
+        "agreement": agreement,
+        "chance": chance_agreement([labels[i] for i in known]),
+        "items": int(has.sum()),
+        "missing": int((~present).sum()),
+    }
 
 
 # ------------------------------------------------------------------------------ tastes
@@ -206,9 +213,12 @@ def taste_attribute(key: str) -> str:
     return key[:-1] if key.endswith("s") else key
 
 
-def taste_lifts(top_ids: Mapping[str, Sequence[str]], train_items_per_user: Mapping[str, Sequence[str]],
-                tastes: Mapping[str, Mapping[str, Any]], item_attributes: Mapping[str, Mapping[str, Any]]
-                ) -> dict[str, dict[str, float | int]]:
+def taste_lifts(
+    top_ids: Mapping[str, Sequence[str]],
+    train_items_per_user: Mapping[str, Sequence[str]],
+    tastes: Mapping[str, Mapping[str, Any]],
+    item_attributes: Mapping[str, Mapping[str, Any]],
+) -> dict[str, dict[str, float | int]]:
     """Whether top lists follow the users' hidden tastes, per taste key ("colours", ...).
 
     `tastes`: user id -> {"colours": [...], "patterns": [...], ...} (hidden_tastes.json's
@@ -242,8 +252,9 @@ def taste_lifts(top_ids: Mapping[str, Sequence[str]], train_items_per_user: Mapp
         row = {"top_share": float(np.mean(top)), "catalogue_share": float(np.mean(top_cat)), "users": len(top)}
         row["lift"] = row["top_share"] / row["catalogue_share"] if row["catalogue_share"] else float("nan")
         row["interactions_share"] = float(np.mean(inter)) if inter else float("nan")
-        row["interactions_lift"] = (row["interactions_share"] / float(np.mean(inter_cat))
-                                    if inter and np.mean(inter_cat) else float("nan"))
+        row["interactions_lift"] = (
+            row["interactions_share"] / float(np.mean(inter_cat)) if inter and np.mean(inter_cat) else float("nan")
+        )
         out[key] = row
     return out
 
@@ -277,6 +288,7 @@ def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128
             active = (output > 0).flatten(2).any(2).any(0) if conv else (output > 0).any(0)
             fired[index] = active if fired[index] is None else fired[index] | active
             kinds[index] = "conv" if conv else "fc"
+
         return record
 
     handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(relus)]
@@ -284,7 +296,7 @@ def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128
     cnn.eval()
     try:
         for start in range(0, len(images), batch_size):
-            cnn(images[start:start + batch_size])
+            cnn(images[start : start + batch_size])
     finally:
         cnn.train(was_training)
         for handle in handles:
@@ -299,8 +311,9 @@ def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128
     return result
 
 
-def embedding_report(rec: Recommender, k: int = 20, sample: int = 5000,
-                     threshold: float = NEAR_DUPLICATE_THRESHOLD, seed: int = 0) -> dict[str, Any]:
+def embedding_report(
+    rec: Recommender, k: int = 20, sample: int = 5000, threshold: float = NEAR_DUPLICATE_THRESHOLD, seed: int = 0
+) -> dict[str, Any]:
     """All the diagnostics of a Recommender's phi, as a JSON-able dict (see the module doc).
 
     `sample` bounds the items searched for neighbours and near duplicates, and the users whose
@@ -326,7 +339,8 @@ def embedding_report(rec: Recommender, k: int = 20, sample: int = 5000,
     cache: dict = {}
     report["neighbour_agreement"] = {
         name: neighbour_agreement(phi, labels, sample=sample, seed=seed, _cache=cache)
-        for name, labels in categorical_columns(ds.item_table(), ds.n_items).items()}
+        for name, labels in categorical_columns(ds.item_table(), ds.n_items).items()
+    }
     path = ds.root / TASTES_FILE
     if path.is_file():
         hidden = json.loads(path.read_text())
@@ -334,8 +348,12 @@ def embedding_report(rec: Recommender, k: int = 20, sample: int = 5000,
         users = [users[j] for j in _sample(len(users), sample, seed)]
         if users:
             top, _ = rec.recommend_batch(users, k)
-            lifts = taste_lifts(dict(zip(users, top)), {u: rec.user_history(u) for u in users},
-                                {u: hidden["users"][u] for u in users}, hidden.get("items", {}))
+            lifts = taste_lifts(
+                dict(zip(users, top)),
+                {u: rec.user_history(u) for u in users},
+                {u: hidden["users"][u] for u in users},
+                hidden.get("items", {}),
+            )
             if lifts:
                 report["taste_lifts"] = lifts
                 report["taste_k"] = int(k)
@@ -354,20 +372,28 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{report['near_duplicate_threshold']:g}",
     ]
     if report.get("collapsed"):
-        lines.append(f"  warning: the embedding looks collapsed (participation ratio under {COLLAPSED_PR:g} "
-                     f"or over {COLLAPSED_NEAR_DUPLICATES:.0%} near-duplicate pairs)")
+        lines.append(
+            f"  warning: the embedding looks collapsed (participation ratio under {COLLAPSED_PR:g} "
+            f"or over {COLLAPSED_NEAR_DUPLICATES:.0%} near-duplicate pairs)"
+        )
     if report.get("dead_units"):
-        lines.append(f"  dead ReLU units (never fire on {report['dead_unit_images']} catalogue images)  "
-                     + ", ".join(f"{name} {share:.0%}" for name, share in report["dead_units"].items()))
+        lines.append(
+            f"  dead ReLU units (never fire on {report['dead_unit_images']} catalogue images)  "
+            + ", ".join(f"{name} {share:.0%}" for name, share in report["dead_units"].items())
+        )
     if report.get("neighbour_agreement"):
         lines.append("  nearest neighbour shares the item's ...   agreement   chance   items")
         for name, row in report["neighbour_agreement"].items():
             lines.append(f"    {name:<38} {row['agreement']:10.3f} {row['chance']:8.3f} {row['items']:7d}")
     if report.get("taste_lifts"):
-        lines.append(f"  hidden tastes in the top-{report.get('taste_k', 20)} lists (share / catalogue = lift; "
-                     "training interactions' own share and lift)")
+        lines.append(
+            f"  hidden tastes in the top-{report.get('taste_k', 20)} lists (share / catalogue = lift; "
+            "training interactions' own share and lift)"
+        )
         for name, row in report["taste_lifts"].items():
-            lines.append(f"    {name:<14} {row['top_share']:.3f} / {row['catalogue_share']:.3f} = "
-                         f"{row['lift']:5.2f}   interactions {row['interactions_share']:.3f}, "
-                         f"lift {row['interactions_lift']:.2f}")
+            lines.append(
+                f"    {name:<14} {row['top_share']:.3f} / {row['catalogue_share']:.3f} = "
+                f"{row['lift']:5.2f}   interactions {row['interactions_share']:.3f}, "
+                f"lift {row['interactions_lift']:.2f}"
+            )
     return "\n".join(lines)

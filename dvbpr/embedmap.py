@@ -71,8 +71,13 @@ def checkpoint_key(run_dir: str | Path) -> str:
 def _paths(run_dir: str | Path, key: str | None = None) -> dict[str, Path]:
     key = key or checkpoint_key(run_dir)
     cache = Path(run_dir) / CACHE
-    return {"map": cache / f"umap_{key}.npz", "progress": cache / f"umap_{key}.progress.json",
-            "lock": cache / f"umap_{key}.lock", "log": cache / f"umap_{key}.log", "key": Path(key)}
+    return {
+        "map": cache / f"umap_{key}.npz",
+        "progress": cache / f"umap_{key}.progress.json",
+        "lock": cache / f"umap_{key}.lock",
+        "log": cache / f"umap_{key}.log",
+        "key": Path(key),
+    }
 
 
 def map_path(run_dir: str | Path) -> Path:
@@ -130,8 +135,7 @@ def map_status(run_dir: str | Path) -> dict:
     except DVBPRError as exc:
         return {"state": "no-checkpoint", "fraction": 0.0, "message": str(exc), "pid": None}
     if _read_coords(paths["map"]) is not None:
-        return {"state": "done", "fraction": 1.0, "message": "map ready", "pid": None,
-                "path": str(paths["map"])}
+        return {"state": "done", "fraction": 1.0, "message": "map ready", "pid": None, "path": str(paths["map"])}
     status = read_json(paths["progress"], None)
     if not isinstance(status, dict):
         return {"state": "missing", "fraction": 0.0, "message": "not computed yet", "pid": None}
@@ -139,8 +143,7 @@ def map_status(run_dir: str | Path) -> dict:
     if status.get("state") == "running" and not is_file_locked(paths["lock"]):
         if not _pid_alive(status.get("pid")):
             tail = _log_tail(paths["log"])
-            status.update(state="failed", message="the map job stopped unexpectedly"
-                          + (f": {tail}" if tail else ""))
+            status.update(state="failed", message="the map job stopped unexpectedly" + (f": {tail}" if tail else ""))
         # else: just launched, not holding its lock yet
     status.setdefault("fraction", 0.0)
     status.setdefault("message", "")
@@ -194,8 +197,14 @@ def _fit_umap(phi: np.ndarray, sample: int, seed: int, report: ProgressCallback)
 
     rng = np.random.default_rng(seed)
     fit_idx = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
-    model = umap.UMAP(n_components=2, metric="cosine", n_neighbors=min(N_NEIGHBORS, len(fit_idx) - 1),
-                      min_dist=MIN_DIST, random_state=seed, low_memory=True)
+    model = umap.UMAP(
+        n_components=2,
+        metric="cosine",
+        n_neighbors=min(N_NEIGHBORS, len(fit_idx) - 1),
+        min_dist=MIN_DIST,
+        random_state=seed,
+        low_memory=True,
+    )
     expected = 45.0 + len(fit_idx) / 400.0  # seconds: numba compilation dominates small maps
     done = threading.Event()
 
@@ -203,9 +212,11 @@ def _fit_umap(phi: np.ndarray, sample: int, seed: int, report: ProgressCallback)
         t0 = time.time()
         while not done.wait(2.0):
             elapsed = time.time() - t0
-            report(0.10 + 0.75 * (1 - math.exp(-elapsed / expected)) * (0.6 if n > sample else 1.0),
-                   f"fitting UMAP on {len(fit_idx):,} items ({elapsed:.0f} s; the first map "
-                   "compiles numba, about a minute)")
+            report(
+                0.10 + 0.75 * (1 - math.exp(-elapsed / expected)) * (0.6 if n > sample else 1.0),
+                f"fitting UMAP on {len(fit_idx):,} items ({elapsed:.0f} s; the first map "
+                "compiles numba, about a minute)",
+            )
 
     report(0.10, f"fitting UMAP on {len(fit_idx):,} items")
     beat = threading.Thread(target=heartbeat, daemon=True)
@@ -222,9 +233,8 @@ def _fit_umap(phi: np.ndarray, sample: int, seed: int, report: ProgressCallback)
     rest = np.setdiff1d(np.arange(n), fit_idx)
     chunk = 10000
     for start in range(0, len(rest), chunk):
-        part = rest[start:start + chunk]
-        report(0.55 + 0.4 * start / len(rest), f"placing the other {len(rest):,} items "
-               f"({start:,} done)")
+        part = rest[start : start + chunk]
+        report(0.55 + 0.4 * start / len(rest), f"placing the other {len(rest):,} items ({start:,} done)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             coords[part] = model.transform(phi[part])
@@ -235,8 +245,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def compute_map(run_dir: str | Path, data: str | Path | None = None, sample: int = DEFAULT_SAMPLE,
-                progress_callback: ProgressCallback | None = None, seed: int = SEED) -> Path:
+def compute_map(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    sample: int = DEFAULT_SAMPLE,
+    progress_callback: ProgressCallback | None = None,
+    seed: int = SEED,
+) -> Path:
     """Compute (or reuse) the UMAP map of the run's current checkpoint; returns the .npz path.
 
     Fits on all items when n_items <= `sample`, else on a seeded random sample of `sample` items
@@ -263,9 +278,17 @@ def compute_map(run_dir: str | Path, data: str | Path | None = None, sample: int
         t0 = time.time()
 
         def report(fraction: float, message: str, state: str = "running") -> None:
-            atomic_write_json(paths["progress"], {
-                "state": state, "fraction": round(float(fraction), 4), "message": message,
-                "pid": os.getpid(), "started_at": t0, "updated_at": time.time()})
+            atomic_write_json(
+                paths["progress"],
+                {
+                    "state": state,
+                    "fraction": round(float(fraction), 4),
+                    "message": message,
+                    "pid": os.getpid(),
+                    "started_at": t0,
+                    "updated_at": time.time(),
+                },
+            )
             if progress_callback:
                 progress_callback(float(fraction), message)
 
@@ -276,8 +299,13 @@ def compute_map(run_dir: str | Path, data: str | Path | None = None, sample: int
             if not np.isfinite(coords).all():
                 raise DVBPRError("UMAP produced non-finite coordinates")
             buffer = io.BytesIO()
-            np.savez(buffer, coords=coords.astype(np.float32), n_fit=min(len(phi), sample),
-                     seed=seed, checkpoint_sha16=str(paths["key"]))
+            np.savez(
+                buffer,
+                coords=coords.astype(np.float32),
+                n_fit=min(len(phi), sample),
+                seed=seed,
+                checkpoint_sha16=str(paths["key"]),
+            )
             atomic_write_bytes(paths["map"], buffer.getvalue())
             for old in paths["map"].parent.glob("umap_*"):  # maps of older checkpoints
                 if paths["key"].name not in old.name:
@@ -299,8 +327,9 @@ def start_map_job(run_dir: str | Path, data: str | Path | None = None) -> None:
     run_dir = Path(run_dir).resolve()
     paths = _paths(run_dir)
     status = map_status(run_dir)
-    if status["state"] == "done" or (status["state"] == "running" and (
-            is_file_locked(paths["lock"]) or _pid_alive(status.get("pid")))):
+    if status["state"] == "done" or (
+        status["state"] == "running" and (is_file_locked(paths["lock"]) or _pid_alive(status.get("pid")))
+    ):
         return
     paths["progress"].parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "dvbpr.embedmap", str(run_dir)]
@@ -308,11 +337,20 @@ def start_map_job(run_dir: str | Path, data: str | Path | None = None) -> None:
         cmd += ["--data", str(Path(data).resolve())]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(paths["log"], "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
-    atomic_write_json(paths["progress"], {"state": "running", "fraction": 0.0, "message": "starting",
-                                          "pid": proc.pid, "started_at": time.time(),
-                                          "updated_at": time.time()})
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+        )
+    atomic_write_json(
+        paths["progress"],
+        {
+            "state": "running",
+            "fraction": 0.0,
+            "message": "starting",
+            "pid": proc.pid,
+            "started_at": time.time(),
+            "updated_at": time.time(),
+        },
+    )
 
 
 def place(coords: np.ndarray, phi_all: np.ndarray, phi_new: np.ndarray, k: int = 10) -> tuple[float, float]:
@@ -322,8 +360,9 @@ def place(coords: np.ndarray, phi_all: np.ndarray, phi_new: np.ndarray, k: int =
     phi_all = np.asarray(phi_all, dtype=np.float64)
     phi_new = np.asarray(phi_new, dtype=np.float64).reshape(-1)
     if len(coords) != len(phi_all) or len(coords) == 0:
-        raise DVBPRError(f"coords ({len(coords)}) and phi_all ({len(phi_all)}) must have the same, "
-                         "non-zero number of items")
+        raise DVBPRError(
+            f"coords ({len(coords)}) and phi_all ({len(phi_all)}) must have the same, non-zero number of items"
+        )
     if phi_all.shape[1] != phi_new.shape[0]:
         raise DVBPRError(f"phi_new has {phi_new.shape[0]} features, the catalogue {phi_all.shape[1]}")
     sims = _unit(phi_all) @ (phi_new / max(np.linalg.norm(phi_new), 1e-12))
@@ -339,18 +378,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dvbpr.embedmap",
         description="Compute the 2-D UMAP map of a run's visual item embeddings and cache it in "
-                    "RUN_DIR/cache/umap_<checkpoint-sha16>.npz (the app runs this in the background).")
+        "RUN_DIR/cache/umap_<checkpoint-sha16>.npz (the app runs this in the background).",
+    )
     parser.add_argument("run_dir", help=f"run folder holding {BEST} or {LAST} (e.g. models/default)")
-    parser.add_argument("--data", default=None,
-                        help="dataset folder (default: the one the run was trained on); only read "
-                             "when the item features are not cached yet")
-    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
-                        help=f"fit UMAP on at most this many items, transform the rest (default {DEFAULT_SAMPLE})")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="dataset folder (default: the one the run was trained on); only read "
+        "when the item features are not cached yet",
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=DEFAULT_SAMPLE,
+        help=f"fit UMAP on at most this many items, transform the rest (default {DEFAULT_SAMPLE})",
+    )
     parser.add_argument("--seed", type=int, default=SEED, help=f"UMAP random_state (default {SEED})")
     args = parser.parse_args(argv)
     try:
-        path = compute_map(args.run_dir, data=args.data, sample=args.sample, seed=args.seed,
-                           progress_callback=lambda f, m: print(f"{100 * f:5.1f}%  {m}", flush=True))
+        path = compute_map(
+            args.run_dir,
+            data=args.data,
+            sample=args.sample,
+            seed=args.seed,
+            progress_callback=lambda f, m: print(f"{100 * f:5.1f}%  {m}", flush=True),
+        )
     except DVBPRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

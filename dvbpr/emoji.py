@@ -65,8 +65,7 @@ ZIPF_EXPONENT = 0.8  # popularity of the item at popularity rank r (0-based): (r
 MIN_INTERACTIONS, MAX_INTERACTIONS = 8, 60
 _START_TIME = 1_704_067_200  # 2024-01-01 UTC
 
-_SKIN_TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": "medium-dark",
-               "1F3FF": "dark"}
+_SKIN_TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": "medium-dark", "1F3FF": "dark"}
 _IMAGE_NAME = re.compile(r"^[0-9a-f]+(?:-[0-9a-f]+)*\.png$")  # e.g. 1f600.png, 0023-fe0f-20e3.png
 
 
@@ -84,8 +83,10 @@ class EmojiConfig:
         """Raise DataError naming the first invalid field (`n_items`: the catalogue's size)."""
         checks = [
             (self.n_users >= 10, "n_users must be at least 10"),
-            (MIN_INTERACTIONS <= self.mean_interactions <= MAX_INTERACTIONS,
-             f"mean_interactions must be between {MIN_INTERACTIONS} and {MAX_INTERACTIONS}"),
+            (
+                MIN_INTERACTIONS <= self.mean_interactions <= MAX_INTERACTIONS,
+                f"mean_interactions must be between {MIN_INTERACTIONS} and {MAX_INTERACTIONS}",
+            ),
             (0.0 <= self.cold_fraction <= 0.5, "cold_fraction must be between 0 and 0.5"),
             (self.n_communities >= 1, "n_communities must be at least 1"),
             (self.seed >= 0, "seed must be >= 0"),
@@ -93,9 +94,11 @@ class EmojiConfig:
         if n_items is not None:
             checks += [
                 (n_items >= 20, f"the package has only {n_items} emoji with an image; at least 20 are needed"),
-                (round(self.cold_fraction * n_items) <= self.n_users,
-                 f"too few users: each of the {round(self.cold_fraction * n_items)} cold items needs a "
-                 "user whose test item it is (n_users >= cold_fraction * items)"),
+                (
+                    round(self.cold_fraction * n_items) <= self.n_users,
+                    f"too few users: each of the {round(self.cold_fraction * n_items)} cold items needs a "
+                    "user whose test item it is (n_users >= cold_fraction * items)",
+                ),
             ]
         for ok, message in checks:
             if not ok:
@@ -114,16 +117,23 @@ class Emoji(NamedTuple):
 # The package.
 def fetch_package(dest: str | Path, spec: str = PACKAGE_SPEC) -> Path:
     """`npm pack SPEC` into the folder `dest`; the tarball's path. DataError when npm fails."""
-    how = (f"Install Node.js (it comes with npm), or run `npm pack {spec}` on a machine that has "
-           "npm and pass the .tgz it writes with --package")
+    how = (
+        f"Install Node.js (it comes with npm), or run `npm pack {spec}` on a machine that has "
+        "npm and pass the .tgz it writes with --package"
+    )
     npm = shutil.which("npm")
     if npm is None:
         raise DataError(f"cannot download {spec}: npm was not found on PATH. {how}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        proc = subprocess.run([npm, "pack", spec, "--pack-destination", str(dest)], cwd=dest,
-                              capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
+        proc = subprocess.run(
+            [npm, "pack", spec, "--pack-destination", str(dest)],
+            cwd=dest,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         raise DataError(f"cannot download {spec}: `npm pack` took more than {NPM_TIMEOUT_S} s. {how}") from None
     except OSError as exc:
@@ -132,8 +142,11 @@ def fetch_package(dest: str | Path, spec: str = PACKAGE_SPEC) -> Path:
     if proc.returncode != 0 or len(tarballs) != 1:
         output = (proc.stderr or proc.stdout or "").strip().splitlines()
         detail = " | ".join(line.strip() for line in output[-5:]) or "no output"
-        problem = (f"exited with status {proc.returncode}" if proc.returncode
-                   else f"wrote {len(tarballs)} .tgz files instead of one")
+        problem = (
+            f"exited with status {proc.returncode}"
+            if proc.returncode
+            else f"wrote {len(tarballs)} .tgz files instead of one"
+        )
         raise DataError(f"cannot download {spec}: `npm pack` {problem} ({detail}). {how}")
     return tarballs[0]
 
@@ -155,16 +168,21 @@ def _read_package(tarball: Path) -> tuple[list[dict], dict[str, bytes], dict]:
                 rest = "/".join(parts[1:])
                 if rest in ("emoji.json", "package.json"):
                     wanted_json[rest] = tar.extractfile(member).read()
-                elif rest.startswith(IMAGE_DIR_IN_PACKAGE + "/") and _IMAGE_NAME.match(parts[-1]) \
-                        and rest.count("/") == IMAGE_DIR_IN_PACKAGE.count("/") + 1:
+                elif (
+                    rest.startswith(IMAGE_DIR_IN_PACKAGE + "/")
+                    and _IMAGE_NAME.match(parts[-1])
+                    and rest.count("/") == IMAGE_DIR_IN_PACKAGE.count("/") + 1
+                ):
                     images[parts[-1]] = tar.extractfile(member).read()
     except FileNotFoundError:
         raise DataError(f"package tarball {tarball} does not exist") from None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"cannot read {tarball} as an npm package tarball (.tgz): {exc}") from None
     if "emoji.json" not in wanted_json:
-        raise DataError(f"{tarball} is not the {PACKAGE} package: it has no package/emoji.json "
-                        f"(get it with `npm pack {PACKAGE_SPEC}`)")
+        raise DataError(
+            f"{tarball} is not the {PACKAGE} package: it has no package/emoji.json "
+            f"(get it with `npm pack {PACKAGE_SPEC}`)"
+        )
     try:
         entries = json.loads(wanted_json["emoji.json"])
         meta = json.loads(wanted_json.get("package.json", b"{}"))
@@ -192,6 +210,7 @@ def read_catalogue(tarball: str | Path) -> tuple[list[Emoji], dict[str, bytes], 
     emoji: list[Emoji] = []
     no_image: list[str] = []  # flagged has_img_google but the PNG is not in the tarball
     seen: set[str] = set()
+
     def order(entry: dict) -> float:
         value = entry.get("sort_order", 0)
         return float(value) if isinstance(value, (int, float)) else 0.0
@@ -200,8 +219,10 @@ def read_catalogue(tarball: str | Path) -> tuple[list[Emoji], dict[str, bytes], 
         try:
             category, subcategory = str(entry["category"]).strip(), str(entry["subcategory"]).strip()
             if not category or not subcategory:
-                raise DataError(f"{tarball}: package/emoji.json entry {n} ({entry.get('short_name', '?')!r}) "
-                                "has an empty category or subcategory")
+                raise DataError(
+                    f"{tarball}: package/emoji.json entry {n} ({entry.get('short_name', '?')!r}) "
+                    "has an empty category or subcategory"
+                )
             name = entry.get("name") or entry.get("short_name") or entry["unified"]
             variants = [(entry, _title(name))]
             for key, variation in (entry.get("skin_variations") or {}).items():
@@ -220,10 +241,16 @@ def read_catalogue(tarball: str | Path) -> tuple[list[Emoji], dict[str, bytes], 
                 seen.add(item_id)
                 emoji.append(Emoji(item_id, category, subcategory, title, file_name))
         except (KeyError, TypeError, AttributeError) as exc:
-            raise DataError(f"{tarball}: package/emoji.json entry {n} ({entry.get('short_name', '?')!r}) "
-                            f"lacks a usable field: {exc!r}") from None
-    report = {"package": meta.get("name", PACKAGE), "version": meta.get("version", "unknown"),
-              "emoji_json_entries": len(entries), "flagged_without_png": no_image}
+            raise DataError(
+                f"{tarball}: package/emoji.json entry {n} ({entry.get('short_name', '?')!r}) "
+                f"lacks a usable field: {exc!r}"
+            ) from None
+    report = {
+        "package": meta.get("name", PACKAGE),
+        "version": meta.get("version", "unknown"),
+        "emoji_json_entries": len(entries),
+        "flagged_without_png": no_image,
+    }
     return emoji, images, report
 
 
@@ -299,8 +326,9 @@ def _simulate(emoji: list[Emoji], cfg: EmojiConfig) -> _World:
     community = rng.integers(0, cfg.n_communities, n_users)
     pool_size = max(3, round(COMMUNITY_POOL_SHARE * len(warm)))
     p_warm = popularity[warm] / popularity[warm].sum()
-    pools = [np.sort(rng.choice(warm, min(pool_size, len(warm)), replace=False, p=p_warm))
-             for _ in range(cfg.n_communities)]
+    pools = [
+        np.sort(rng.choice(warm, min(pool_size, len(warm)), replace=False, p=p_warm)) for _ in range(cfg.n_communities)
+    ]
 
     fav_cat = np.zeros((n_users, n_cat), bool)
     fav_sub = np.zeros((n_users, n_sub), bool)
@@ -356,10 +384,24 @@ def _simulate(emoji: list[Emoji], cfg: EmojiConfig) -> _World:
         lengths[u] += 1
 
     # Distinct increasing timestamps per user, so the chronological split is unambiguous.
-    timestamps = [_START_TIME + rng.integers(0, 180 * 86400)
-                  + np.cumsum(rng.integers(60, 3 * 86400, len(seq))) for seq in sequences]
-    return _World(categories, subcategories, cat, sub, cold, user_categories, user_subcategories,
-                  community, pools, sequences, timestamps, len(missing))
+    timestamps = [
+        _START_TIME + rng.integers(0, 180 * 86400) + np.cumsum(rng.integers(60, 3 * 86400, len(seq)))
+        for seq in sequences
+    ]
+    return _World(
+        categories,
+        subcategories,
+        cat,
+        sub,
+        cold,
+        user_categories,
+        user_subcategories,
+        community,
+        pools,
+        sequences,
+        timestamps,
+        len(missing),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,44 +453,56 @@ def make_emoji_dataset(
                 report(0.15 + 0.8 * i / len(emoji), f"writing image {i + 1} of {len(emoji)}")
 
         report(0.95, "writing tables")
-        atomic_write_text(tmp / "interactions.csv", _csv_text(
-            ["user_id", "item_id", "timestamp"],
-            [[user_ids[u], item_ids[i], int(t)]
-             for u, (seq, ts) in enumerate(zip(world.sequences, world.timestamps)) for i, t in zip(seq, ts)],
-        ))
-        atomic_write_text(tmp / "items.csv", _csv_text(
-            ["item_id", "category", "subcategory", "title", "image"],
-            [[e.item_id, e.category, e.subcategory, e.title, f"images/{e.item_id}.png"] for e in emoji],
-        ))
-        atomic_write_json(tmp / "hidden_tastes.json", {
-            "categories": world.categories,
-            "subcategories": world.subcategories,
-            "users": {
-                user_ids[u]: {
-                    "categories": [world.categories[k] for k in world.user_categories[u]],
-                    "subcategories": [world.subcategories[k] for k in world.user_subcategories[u]],
-                    "community": int(world.user_community[u]),
-                }
-                for u in range(config.n_users)
+        atomic_write_text(
+            tmp / "interactions.csv",
+            _csv_text(
+                ["user_id", "item_id", "timestamp"],
+                [
+                    [user_ids[u], item_ids[i], int(t)]
+                    for u, (seq, ts) in enumerate(zip(world.sequences, world.timestamps))
+                    for i, t in zip(seq, ts)
+                ],
+            ),
+        )
+        atomic_write_text(
+            tmp / "items.csv",
+            _csv_text(
+                ["item_id", "category", "subcategory", "title", "image"],
+                [[e.item_id, e.category, e.subcategory, e.title, f"images/{e.item_id}.png"] for e in emoji],
+            ),
+        )
+        atomic_write_json(
+            tmp / "hidden_tastes.json",
+            {
+                "categories": world.categories,
+                "subcategories": world.subcategories,
+                "users": {
+                    user_ids[u]: {
+                        "categories": [world.categories[k] for k in world.user_categories[u]],
+                        "subcategories": [world.subcategories[k] for k in world.user_subcategories[u]],
+                        "community": int(world.user_community[u]),
+                    }
+                    for u in range(config.n_users)
+                },
+                "items": {
+                    e.item_id: {"category": e.category, "subcategory": e.subcategory, "cold": bool(world.cold[i])}
+                    for i, e in enumerate(emoji)
+                },
+                "communities": {str(c): [item_ids[i] for i in pool] for c, pool in enumerate(world.community_pools)},
+                "config": {
+                    **asdict(config),
+                    "package": package_report["package"],
+                    "package_version": package_report["version"],
+                    "image_size": IMAGE_SIZE,
+                    "subcategory_boost": SUBCATEGORY_BOOST,
+                    "category_boost": CATEGORY_BOOST,
+                    "community_boost": COMMUNITY_BOOST,
+                    "zipf_exponent": ZIPF_EXPONENT,
+                    "added_for_training": world.added_for_training,
+                    "flagged_without_png": package_report["flagged_without_png"],
+                },
             },
-            "items": {
-                e.item_id: {"category": e.category, "subcategory": e.subcategory, "cold": bool(world.cold[i])}
-                for i, e in enumerate(emoji)
-            },
-            "communities": {str(c): [item_ids[i] for i in pool] for c, pool in enumerate(world.community_pools)},
-            "config": {
-                **asdict(config),
-                "package": package_report["package"],
-                "package_version": package_report["version"],
-                "image_size": IMAGE_SIZE,
-                "subcategory_boost": SUBCATEGORY_BOOST,
-                "category_boost": CATEGORY_BOOST,
-                "community_boost": COMMUNITY_BOOST,
-                "zipf_exponent": ZIPF_EXPONENT,
-                "added_for_training": world.added_for_training,
-                "flagged_without_png": package_report["flagged_without_png"],
-            },
-        })
+        )
         atomic_write_text(tmp / COMPLETE_MARKER, "complete\n")
 
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -483,7 +537,10 @@ def taste_lifts(folder: str | Path, split: str = "train") -> dict[str, dict[str,
         inside = np.array([labels[i] in fav[u] for u, i in rows], bool)
         catalogue = np.array([sum(size.get(s, 0.0) for s in fav[u]) for u in rows[:, 0]])
         inside_any |= inside
-        out[key] = {"share": float(inside.mean()), "catalogue": float(catalogue.mean()),
-                    "lift": float(inside.mean() / catalogue.mean())}
+        out[key] = {
+            "share": float(inside.mean()),
+            "catalogue": float(catalogue.mean()),
+            "lift": float(inside.mean() / catalogue.mean()),
+        }
     out["either"] = {"share": float(inside_any.mean())}
     return out

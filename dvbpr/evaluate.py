@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 DEFAULT_KS = (20, 100)
 
 
-def split_csr(dataset: Dataset, split: str, users: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def split_csr(
+    dataset: Dataset, split: str, users: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(users, target_indptr, target_indices, exclude_indptr, exclude_indices) of a split.
 
     Users are those with at least one held-out row in `split` (or the given subset of them).
@@ -66,8 +67,7 @@ def sample_users(dataset: Dataset, split: str, n: int, seed: int = 0) -> np.ndar
     return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
 
 
-def _gather_rows(users: np.ndarray, csrs: Sequence[tuple[np.ndarray, np.ndarray]]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _gather_rows(users: np.ndarray, csrs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """CSR over `users` concatenating each user's rows in every CSR of `csrs` (vectorised)."""
     lengths = sum(np.diff(ptr)[users] for ptr, _ in csrs)
     indptr = np.zeros(len(users) + 1, dtype=np.int64)
@@ -84,33 +84,67 @@ def _gather_rows(users: np.ndarray, csrs: Sequence[tuple[np.ndarray, np.ndarray]
     return indptr, indices
 
 
-def evaluate_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset,
-                    split: str = "test", ks: Sequence[int] = DEFAULT_KS,
-                    users: np.ndarray | None = None, device: str | torch.device = "cpu",
-                    seed: int = 0, progress: bool = False) -> RankingResult:
+def evaluate_scores(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    split: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    users: np.ndarray | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> RankingResult:
     """Evaluate any scorer: `score_fn(user_index_tensor) -> (B, n_items)` scores."""
     users, tp, ti, ep, ei = split_csr(dataset, split, users)
-    return evaluate_ranking(score_fn, dataset.n_items, users, tp, ti, ep, ei,
-                            cold_items=dataset.cold_items, ks=ks, device=device, seed=seed,
-                            progress=progress)
+    return evaluate_ranking(
+        score_fn,
+        dataset.n_items,
+        users,
+        tp,
+        ti,
+        ep,
+        ei,
+        cold_items=dataset.cold_items,
+        ks=ks,
+        device=device,
+        seed=seed,
+        progress=progress,
+    )
 
 
-def evaluate_factors(factors: ServingFactors, dataset: Dataset, split: str = "test",
-                     ks: Sequence[int] = DEFAULT_KS, users: np.ndarray | None = None,
-                     progress: bool = False) -> RankingResult:
+def evaluate_factors(
+    factors: ServingFactors,
+    dataset: Dataset,
+    split: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    users: np.ndarray | None = None,
+    progress: bool = False,
+) -> RankingResult:
     """Metrics of a model folded for serving (`DVBPR.serving_factors`, `BPRMF.serving_factors`)."""
     return evaluate_scores(factors.scores, dataset, split, ks, users, device=factors.device, progress=progress)
 
 
-def evaluate_recommender(rec: Recommender, split: str = "test", ks: Sequence[int] = DEFAULT_KS,
-                         users: np.ndarray | None = None, progress: bool = False) -> RankingResult:
+def evaluate_recommender(
+    rec: Recommender,
+    split: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    users: np.ndarray | None = None,
+    progress: bool = False,
+) -> RankingResult:
     """A loaded run's metrics, from exactly the scores its `Recommender` serves."""
     return evaluate_factors(rec.factors, rec.dataset, split, ks, users, progress=progress)
 
 
-def evaluate_model(model: DVBPR, dataset: Dataset, images: ImageBatches | None = None, split: str = "test",
-                   ks: Sequence[int] = DEFAULT_KS, users: np.ndarray | None = None,
-                   phi: torch.Tensor | None = None, progress: bool = False) -> RankingResult:
+def evaluate_model(
+    model: DVBPR,
+    dataset: Dataset,
+    images: ImageBatches | None = None,
+    split: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    users: np.ndarray | None = None,
+    phi: torch.Tensor | None = None,
+    progress: bool = False,
+) -> RankingResult:
     """A model in memory (training's validation): phi of every item from `images` unless given."""
     if phi is None:
         if images is None:
@@ -120,16 +154,20 @@ def evaluate_model(model: DVBPR, dataset: Dataset, images: ImageBatches | None =
     return evaluate_factors(model.serving_factors(phi, cold), dataset, split, ks, users, progress=progress)
 
 
-def evaluate_baselines(dataset: Dataset, split: str = "test", ks: Sequence[int] = DEFAULT_KS,
-                       bpr_mf: BPRMFConfig | None = None, progress: bool = False
-                       ) -> dict[str, RankingResult]:
+def evaluate_baselines(
+    dataset: Dataset,
+    split: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    bpr_mf: BPRMFConfig | None = None,
+    progress: bool = False,
+) -> dict[str, RankingResult]:
     """`popularity` and `bpr-mf` (trained here, on the same split and sampler)."""
     pop = popularity_scores(dataset)
-    results = {"popularity": evaluate_scores(lambda u: pop.expand(len(u), -1), dataset, split, ks,
-                                             progress=progress)}
+    results = {"popularity": evaluate_scores(lambda u: pop.expand(len(u), -1), dataset, split, ks, progress=progress)}
     mf = train_bpr_mf(dataset, bpr_mf, progress=progress)
-    results["bpr-mf"] = evaluate_factors(mf.serving_factors(torch.as_tensor(dataset.cold_items)), dataset, split,
-                                         ks, progress=progress)
+    results["bpr-mf"] = evaluate_factors(
+        mf.serving_factors(torch.as_tensor(dataset.cold_items)), dataset, split, ks, progress=progress
+    )
     return results
 
 
@@ -142,8 +180,9 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     lines = ["model".ljust(width) + "".join(k.rjust(c) for k, c in zip(keys, cols))]
     for name in names:
         row = results[name]
-        lines.append(name.ljust(width) + "".join(f"{row.get(k, float('nan')):.4f}".rjust(c)
-                                                 for k, c in zip(keys, cols)))
+        lines.append(
+            name.ljust(width) + "".join(f"{row.get(k, float('nan')):.4f}".rjust(c) for k, c in zip(keys, cols))
+        )
     first = results[names[0]]
     lines.append(f"users: {int(first['users'])}, cold users: {int(first['cold_users'])}")
     return "\n".join(lines)

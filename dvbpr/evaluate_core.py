@@ -120,8 +120,9 @@ def evaluate_ranking(
     exclude_indptr = np.asarray(exclude_indptr, dtype=np.int64)
     exclude_indices = np.asarray(exclude_indices, dtype=np.int64)
     cold_items = np.asarray(cold_items, dtype=bool)
-    _check_inputs(n_items, users, target_indptr, target_indices, exclude_indptr, exclude_indices,
-                  cold_items, ks, chunk_size)
+    _check_inputs(
+        n_items, users, target_indptr, target_indices, exclude_indptr, exclude_indices, cold_items, ks, chunk_size
+    )
     device = torch.device(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
@@ -143,10 +144,17 @@ def evaluate_ranking(
     for start in tqdm(range(0, n_users, chunk_size), desc="evaluating", unit="chunk", disable=not progress):
         stop = min(start + chunk_size, n_users)
         chunk = _rank_chunk(
-            score_fn, n_items, users[start:stop],
+            score_fn,
+            n_items,
+            users[start:stop],
             _csr_slice(target_indptr, target_indices, start, stop),
             _csr_slice(exclude_indptr, exclude_indices, start, stop),
-            cold_items, cold_mask, top_items.shape[1], device, generator, buffers,
+            cold_items,
+            cold_mask,
+            top_items.shape[1],
+            device,
+            generator,
+            buffers,
         )
         rows = slice(start, stop)
         for name in ("auc", "auc_cold", "auc_cold_among_cold", "auc_sampled100"):
@@ -207,8 +215,9 @@ def _rank_chunk(
 
     scores = score_fn(torch.from_numpy(users).to(device))
     if tuple(scores.shape) != (n_rows, n_items) or not scores.is_floating_point():
-        raise ValueError(f"score_fn must return a ({n_rows}, {n_items}) floating tensor, "
-                         f"got {tuple(scores.shape)} {scores.dtype}")
+        raise ValueError(
+            f"score_fn must return a ({n_rows}, {n_items}) floating tensor, got {tuple(scores.shape)} {scores.dtype}"
+        )
     if not bool(torch.isfinite(torch.stack(torch.aminmax(scores))).all()):  # nan propagates
         raise ValueError("score_fn returned a non-finite score (nan or inf)")
     target_scores = scores[target_rows, target_items]
@@ -226,12 +235,12 @@ def _rank_chunk(
 
     negatives_at_or_above = _count_at_or_above(masked, target_rows, target_scores)
     chosen, drawn = _sample_negatives(masked, torch.from_numpy(n_negatives).to(device), generator)
-    sampled_wins = ((masked.gather(1, chosen)[target_rows] < target_scores[:, None])
-                    & drawn[target_rows]).sum(dim=1)
+    sampled_wins = ((masked.gather(1, chosen)[target_rows] < target_scores[:, None]) & drawn[target_rows]).sum(dim=1)
     cold_at_or_above = torch.zeros_like(negatives_at_or_above)
     if is_cold_np.any():
         cold_at_or_above[is_cold] = _count_at_or_above(
-            masked, target_rows[is_cold], target_scores[is_cold], columns=cold_mask)
+            masked, target_rows[is_cold], target_scores[is_cold], columns=cold_mask
+        )
 
     # Put the targets back among the candidates for the top-k lists.
     masked[target_rows, target_items] = target_scores
@@ -265,7 +274,9 @@ def _rank_chunk(
 
 
 def _count_negatives(
-    n_rows: int, targets: tuple[np.ndarray, np.ndarray], excluded: tuple[np.ndarray, np.ndarray],
+    n_rows: int,
+    targets: tuple[np.ndarray, np.ndarray],
+    excluded: tuple[np.ndarray, np.ndarray],
     cold_items: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the number of negatives and of cold negatives (items neither excluded nor
@@ -274,13 +285,14 @@ def _count_negatives(
     not_negative = _distinct(np.r_[excluded[0] * n_items + excluded[1], targets[0] * n_items + targets[1]])
     rows = not_negative // n_items
     n_negatives = n_items - np.bincount(rows, minlength=n_rows)
-    n_cold_negatives = int(cold_items.sum()) - np.bincount(
-        rows[cold_items[not_negative % n_items]], minlength=n_rows)
+    n_cold_negatives = int(cold_items.sum()) - np.bincount(rows[cold_items[not_negative % n_items]], minlength=n_rows)
     return n_negatives, n_cold_negatives
 
 
 def _count_at_or_above(
-    matrix: torch.Tensor, rows: torch.Tensor, thresholds: torch.Tensor,
+    matrix: torch.Tensor,
+    rows: torch.Tensor,
+    thresholds: torch.Tensor,
     columns: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``counts[p] = #{j in columns : matrix[rows[p], j] >= thresholds[p]}`` (``columns``: a bool
@@ -296,7 +308,7 @@ def _count_at_or_above(
     first = int(rows[0]) if consecutive else 0
     for begin in range(0, n, block):
         end = min(begin + block, n)
-        part = matrix[first + begin:first + end] if consecutive else matrix.index_select(0, rows[begin:end])
+        part = matrix[first + begin : first + end] if consecutive else matrix.index_select(0, rows[begin:end])
         compared = part >= thresholds[begin:end, None]
         if columns is not None:
             compared &= columns
@@ -323,7 +335,9 @@ def _count_at_or_above_within_rows(rows: np.ndarray, values: np.ndarray) -> np.n
 
 
 def _sample_negatives(
-    masked: torch.Tensor, n_negatives: torch.Tensor, generator: torch.Generator,
+    masked: torch.Tensor,
+    n_negatives: torch.Tensor,
+    generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw :data:`SAMPLED_NEGATIVES` distinct negatives per row uniformly without replacement
     (all of them for a row with fewer). ``masked`` is ``-inf`` exactly on the non-negatives.
@@ -339,8 +353,11 @@ def _sample_negatives(
     """
     n_rows, n_items = masked.shape
     wanted = min(SAMPLED_NEGATIVES, n_items)
-    draws = torch.randint(n_items, (n_rows, _OVERSAMPLING * wanted), generator=generator,
-                          device=masked.device).sort(dim=1).values
+    draws = (
+        torch.randint(n_items, (n_rows, _OVERSAMPLING * wanted), generator=generator, device=masked.device)
+        .sort(dim=1)
+        .values
+    )
     usable = masked.gather(1, draws) > -torch.inf
     usable[:, 1:] &= draws[:, 1:] != draws[:, :-1]  # the first copy of each item only
     keys = torch.rand(draws.shape, generator=generator, device=masked.device)
@@ -364,12 +381,15 @@ def _distinct(keys: np.ndarray) -> np.ndarray:
 
 
 def _csr_slice(
-    indptr: np.ndarray, indices: np.ndarray, start: int, stop: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    start: int,
+    stop: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``(row, index)`` pairs of CSR rows ``start:stop``, rows renumbered from 0."""
-    lengths = np.diff(indptr[start:stop + 1])
+    lengths = np.diff(indptr[start : stop + 1])
     rows = np.repeat(np.arange(stop - start, dtype=np.int64), lengths)
-    return rows, indices[indptr[start]:indptr[stop]]
+    return rows, indices[indptr[start] : indptr[stop]]
 
 
 def _row_mean(values: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
@@ -394,21 +414,30 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def _check_inputs(
-    n_items: int, users: np.ndarray,
-    target_indptr: np.ndarray, target_indices: np.ndarray,
-    exclude_indptr: np.ndarray, exclude_indices: np.ndarray,
-    cold_items: np.ndarray, ks: list[int], chunk_size: int,
+    n_items: int,
+    users: np.ndarray,
+    target_indptr: np.ndarray,
+    target_indices: np.ndarray,
+    exclude_indptr: np.ndarray,
+    exclude_indices: np.ndarray,
+    cold_items: np.ndarray,
+    ks: list[int],
+    chunk_size: int,
 ) -> None:
     """Raise ``ValueError`` naming the first inconsistency in :func:`evaluate_ranking`'s inputs."""
     if n_items < 1:
         raise ValueError(f"n_items must be positive, got {n_items}")
     if users.ndim != 1 or (users.size and users.min() < 0):
         raise ValueError("users must be a 1-D array of non-negative user indices")
-    for name, indptr, indices in (("target", target_indptr, target_indices),
-                                  ("exclude", exclude_indptr, exclude_indices)):
+    for name, indptr, indices in (
+        ("target", target_indptr, target_indices),
+        ("exclude", exclude_indptr, exclude_indices),
+    ):
         if indptr.shape != (users.size + 1,) or indptr[0] != 0 or indptr[-1] != indices.size:
-            raise ValueError(f"{name}_indptr must have len(users) + 1 = {users.size + 1} entries, "
-                             f"from 0 to len({name}_indices) = {indices.size}")
+            raise ValueError(
+                f"{name}_indptr must have len(users) + 1 = {users.size + 1} entries, "
+                f"from 0 to len({name}_indices) = {indices.size}"
+            )
         if np.any(np.diff(indptr) < 0):
             raise ValueError(f"{name}_indptr must be non-decreasing")
         if indices.size and (indices.min() < 0 or indices.max() >= n_items):

@@ -25,8 +25,7 @@ def safe_name(name: str, what: str = "name") -> str:
     """Return `name` if it is safe as a single path component, else raise DVBPRError."""
     if not isinstance(name, str) or not _SAFE_NAME.match(name) or name in {".", ".."}:
         raise DVBPRError(
-            f"invalid {what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
+            f"invalid {what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
 

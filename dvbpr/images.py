@@ -63,9 +63,7 @@ def load_image(source: ImageSource, size: int, name: str | None = None) -> np.nd
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(
-            f"cannot read image {label}: not a JPEG, PNG or WebP image (or the file is corrupt)"
-        ) from None
+        raise ImageError(f"cannot read image {label}: not a JPEG, PNG or WebP image (or the file is corrupt)") from None
     except FileNotFoundError:
         raise ImageError(f"cannot read image {label}: file not found") from None
     except Exception as exc:  # PIL raises many kinds of error on corrupt or hostile files
@@ -96,9 +94,7 @@ def _preprocess(im: Image.Image, size: int, label: str) -> np.ndarray:
     return np.array(canvas, dtype=np.uint8)
 
 
-def to_model_input(
-    batch_uint8_nhwc: torch.Tensor, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
+def to_model_input(batch_uint8_nhwc: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 NHWC images -> NCHW floats in [-1, 1] (x / 127.5 - 1, as the original DVBPR code).
 
     Runs on the batch's device, so move the uint8 batch to the GPU first (4x less to copy).
@@ -156,11 +152,7 @@ class ImageStore:
             recorded = read_json(meta_path)
         except ValueError:  # a damaged sidecar just means rebuilding
             recorded = None
-        fresh = (
-            recorded == meta
-            and data_path.is_file()
-            and data_path.stat().st_size == int(np.prod(shape))
-        )
+        fresh = recorded == meta and data_path.is_file() and data_path.stat().st_size == int(np.prod(shape))
         if not fresh:
             cache_dir.mkdir(parents=True, exist_ok=True)
             # Drop the sidecar first: a crash mid-build must not leave it vouching for old data.
@@ -205,9 +197,7 @@ def _build(
             done = 0
             if progress_callback is not None:
                 progress_callback(0.0, f"decoding {n} images at {size}px")
-            with tqdm(
-                total=n, desc=f"decoding images ({size}px)", unit="img", disable=not progress
-            ) as bar:
+            with tqdm(total=n, desc=f"decoding images ({size}px)", unit="img", disable=not progress) as bar:
                 for chunk, errors in _decode_all(task, chunks, workers):
                     failures.extend((chunk.start + i, reason) for i, reason in errors)
                     done += len(chunk)
@@ -235,22 +225,15 @@ def _allocate(fd: int, nbytes: int, data_path: Path) -> None:
         else:
             os.ftruncate(fd, nbytes)
     except OSError as exc:
-        raise DVBPRError(
-            f"cannot create the image cache {data_path} ({nbytes / 1e9:.2f} GB): {exc.strerror}"
-        ) from None
+        raise DVBPRError(f"cannot create the image cache {data_path} ({nbytes / 1e9:.2f} GB): {exc.strerror}") from None
 
 
 def _failures_message(dataset: Dataset, failures: list[tuple[int, str]]) -> str:
     failures.sort()
-    lines = [
-        f"  item {dataset.items.ids[i]!r}: {reason}" for i, reason in failures[:_LISTED_ERRORS]
-    ]
+    lines = [f"  item {dataset.items.ids[i]!r}: {reason}" for i, reason in failures[:_LISTED_ERRORS]]
     if len(failures) > _LISTED_ERRORS:
         lines.append(f"  ... and {len(failures) - _LISTED_ERRORS} more")
-    return (
-        f"dataset {dataset.name!r}: {len(failures)} of {dataset.n_items} images cannot be read:\n"
-        + "\n".join(lines)
-    )
+    return f"dataset {dataset.name!r}: {len(failures)} of {dataset.n_items} images cannot be read:\n" + "\n".join(lines)
 
 
 class _Task(NamedTuple):
@@ -262,9 +245,7 @@ class _Task(NamedTuple):
     paths: list[str]
 
 
-def _decode_all(
-    task: _Task, chunks: list[range], workers: int
-) -> Iterator[tuple[range, list[tuple[int, str]]]]:
+def _decode_all(task: _Task, chunks: list[range], workers: int) -> Iterator[tuple[range, list[tuple[int, str]]]]:
     """Decode the chunks (in worker processes when there are several); yield each chunk's errors."""
     if workers == 1 or len(chunks) == 1:
         for chunk in chunks:
@@ -272,9 +253,7 @@ def _decode_all(
         return
     # fork starts workers instantly and shares the task (paths) without pickling it.
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_set_task, initargs=(task,)
-    )
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_set_task, initargs=(task,))
     try:
         pending: dict[Future, range] = {}
         queue = iter(chunks)
@@ -307,9 +286,7 @@ def _decode_chunk(chunk: range, task: _Task | None = None) -> list[tuple[int, st
     task = task if task is not None else _worker_task
     if task is None:
         raise RuntimeError("_decode_chunk called in a process without a task")
-    out = np.memmap(
-        task.out_path, dtype=np.uint8, mode="r+", shape=(task.n_items, task.size, task.size, 3)
-    )
+    out = np.memmap(task.out_path, dtype=np.uint8, mode="r+", shape=(task.n_items, task.size, task.size, 3))
     errors: list[tuple[int, str]] = []
     for i, index in enumerate(chunk):
         try:

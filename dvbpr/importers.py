@@ -99,8 +99,7 @@ def import_kang_npy(
     dropped = int((~keep_rows).sum())
     rows = rows[keep_rows]
     if missing:
-        report(0.05, f"skipping {len(missing)} item(s) without image bytes and "
-                     f"{dropped} interaction(s) with them")
+        report(0.05, f"skipping {len(missing)} item(s) without image bytes and {dropped} interaction(s) with them")
 
     kept = [i for i in range(n_items) if not skipped[i]]
     with _staging(out_dir) as tmp:
@@ -125,16 +124,19 @@ def import_kang_npy(
             ["item_id", "category", "image"],
             ([i, categories[i], f"{IMAGES_DIR}/{i}.jpg"] for i in kept),
         )
-        atomic_write_json(tmp / REPORT_FILE, {
-            "format": "kang-npy",
-            "source": str(file.absolute()),
-            "usernum": n_users,
-            "itemnum": n_items,
-            "users_without_interactions": n_users - len(np.unique(rows[:, 0])),
-            "skipped_items": len(missing),
-            "skipped_item_ids": [str(i) for i in missing[:_LISTED]],
-            "dropped_interactions": dropped,
-        })
+        atomic_write_json(
+            tmp / REPORT_FILE,
+            {
+                "format": "kang-npy",
+                "source": str(file.absolute()),
+                "usernum": n_users,
+                "itemnum": n_items,
+                "users_without_interactions": n_users - len(np.unique(rows[:, 0])),
+                "skipped_items": len(missing),
+                "skipped_item_ids": [str(i) for i in missing[:_LISTED]],
+                "dropped_interactions": dropped,
+            },
+        )
         report(0.95, "validating the imported dataset")
         _validate(tmp, f"imported from {file}")
     report(1.0, f"imported {file.name} into {out_dir}")
@@ -148,9 +150,7 @@ def _load_kang(file: Path) -> tuple[Any, Any, Any, Any, int, int]:
         # turns an image back into the original bytes when it is written.
         data = np.load(file, allow_pickle=True, encoding="latin1")
     except Exception as exc:  # unpickling can fail in any way (bad opcode, unknown class, ...)
-        raise DataError(
-            f"{file}: cannot be read as a DVBPR .npy file ({type(exc).__name__}: {exc})"
-        ) from None
+        raise DataError(f"{file}: cannot be read as a DVBPR .npy file ({type(exc).__name__}: {exc})") from None
     if not (isinstance(data, np.ndarray) and data.dtype == object and data.shape == (6,)):
         shape = getattr(data, "shape", None)
         raise DataError(
@@ -168,9 +168,7 @@ def _count(file: Path, value: object, name: str) -> int:
     raise DataError(f"{file}: {name} should be a non-negative integer, found {value!r}")
 
 
-def _kang_interactions(
-    file: Path, parts: tuple[Any, Any, Any], n_users: int, n_items: int
-) -> np.ndarray:
+def _kang_interactions(file: Path, parts: tuple[Any, Any, Any], n_users: int, n_items: int) -> np.ndarray:
     """(n, 3) int64 rows `[user, item, split code]`: per user, its train, validation, test rows.
 
     A user's validation or test value may be one dict or a list of dicts (the original code
@@ -190,31 +188,30 @@ def _kang_interactions(
             if isinstance(entries, Mapping):
                 entries = [entries]
             elif not isinstance(entries, (list, tuple, np.ndarray)):
-                problems.append(f"user {u} ({name}): expected a dict or a list of dicts, "
-                                f"found {type(entries).__name__}")
+                problems.append(
+                    f"user {u} ({name}): expected a dict or a list of dicts, found {type(entries).__name__}"
+                )
                 continue
             for k, entry in enumerate(entries):
                 item = _field(entry, "productid") if isinstance(entry, Mapping) else None
-                if isinstance(item, (int, np.integer)) and not isinstance(item, bool) \
-                        and 0 <= item < n_items:
+                if isinstance(item, (int, np.integer)) and not isinstance(item, bool) and 0 <= item < n_items:
                     rows.append((u, int(item), code))
                 else:
-                    problems.append(f"user {u} ({name}) entry {k}: 'productid' should be an "
-                                    f"item index 0..{n_items - 1}, found {item!r}")
+                    problems.append(
+                        f"user {u} ({name}) entry {k}: 'productid' should be an "
+                        f"item index 0..{n_items - 1}, found {item!r}"
+                    )
     if problems:
         more = f"\n  ... and {len(problems) - _LISTED} more" if len(problems) > _LISTED else ""
         raise DataError(
-            f"{file}: {len(problems)} malformed interaction(s):\n  "
-            + "\n  ".join(problems[:_LISTED]) + more
+            f"{file}: {len(problems)} malformed interaction(s):\n  " + "\n  ".join(problems[:_LISTED]) + more
         )
     if not rows:
         raise DataError(f"{file}: holds no interactions")
     return np.array(rows, dtype=np.int64)
 
 
-def _kang_items(
-    file: Path, items: Any, n_items: int
-) -> tuple[list[bytes | str | None], list[str]]:
+def _kang_items(file: Path, items: Any, n_items: int) -> tuple[list[bytes | str | None], list[str]]:
     """Per item index: its raw image value (None when absent) and its category ("" if none).
 
     The image values are references to the unpickled objects, not copies.
@@ -231,9 +228,7 @@ def _kang_items(
             raise DataError(f"{file}: Item[{i}] should be a dict, found {type(entry).__name__}")
         raw = _field(entry, "imgs")
         if raw is not None and not isinstance(raw, (bytes, str)):
-            raise DataError(
-                f"{file}: Item[{i}]['imgs'] should be image bytes, found {type(raw).__name__}"
-            )
+            raise DataError(f"{file}: Item[{i}]['imgs'] should be image bytes, found {type(raw).__name__}")
         images.append(raw if raw is not None and len(raw) else None)
         categories.append(_category(_field(entry, "c")))
     return images, categories
@@ -244,18 +239,13 @@ def _by_index(file: Path, container: Any, n: int, name: str) -> list[Any]:
     if isinstance(container, Mapping):
         outside = [k for k in container if not (isinstance(k, (int, np.integer)) and 0 <= k < n)]
         if outside:
-            raise DataError(
-                f"{file}: {name} has {len(outside)} key(s) outside 0..{n - 1}: "
-                f"{_id_list(outside)}"
-            )
+            raise DataError(f"{file}: {name} has {len(outside)} key(s) outside 0..{n - 1}: {_id_list(outside)}")
         return [container.get(i) for i in range(n)]
     if isinstance(container, (list, tuple, np.ndarray)):
         if len(container) > n:
             raise DataError(f"{file}: {name} has {len(container)} entries for {n} indices")
         return list(container) + [None] * (n - len(container))
-    raise DataError(
-        f"{file}: {name} should be a dict or a list, found {type(container).__name__}"
-    )
+    raise DataError(f"{file}: {name} should be a dict or a list, found {type(container).__name__}")
 
 
 def _field(entry: Mapping, name: str) -> Any:
@@ -339,21 +329,23 @@ def import_visrec(
         folder.mkdir()
         link, linked = True, 0
         step = max(1, len(item_ids) // 100)
-        pairs = tqdm(zip(item_ids, names), total=len(item_ids), desc="copying images",
-                     unit="img", disable=not progress)
+        pairs = tqdm(zip(item_ids, names), total=len(item_ids), desc="copying images", unit="img", disable=not progress)
         for done, (item_id, name) in enumerate(pairs, 1):
             link = _link_or_copy(images_dir / found[item_id], folder / name, link)
             linked += link
             if done % step == 0:
                 report(0.05 + 0.85 * done / len(item_ids), f"copied {done}/{len(item_ids)} images")
-        atomic_write_json(tmp / REPORT_FILE, {
-            "format": "visrec",
-            "source": str(csv_path.absolute()),
-            "images_dir": str(images_dir.absolute()),
-            "columns": list(df.columns),
-            "images_linked": linked,
-            "images_copied": len(item_ids) - linked,
-        })
+        atomic_write_json(
+            tmp / REPORT_FILE,
+            {
+                "format": "visrec",
+                "source": str(csv_path.absolute()),
+                "images_dir": str(images_dir.absolute()),
+                "columns": list(df.columns),
+                "images_linked": linked,
+                "images_copied": len(item_ids) - linked,
+            },
+        )
         report(0.95, "validating the imported dataset")
         _validate(tmp, f"imported from {csv_path} (row numbers are that file's)")
     report(1.0, f"imported {csv_path.name} into {out_dir}")

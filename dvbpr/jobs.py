@@ -47,18 +47,30 @@ def start_training(cfg: TrainConfig, resume: bool = False) -> int:
     with open(run_dir / LOG, "ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=os.getcwd(), env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=os.getcwd(),
+            env=env,
+        )
     # Wait until the job holds its lock and has written its own status (after importing torch:
     # seconds on a busy machine) or has died, so a second start is refused reliably, the run
     # shows up in list_runs at once, and an immediate failure is reported.
     deadline = time.time() + 120
-    while (not (is_locked(run_dir) and read_status(run_dir).get("pid") == proc.pid)
-           and proc.poll() is None and time.time() < deadline):
+    while (
+        not (is_locked(run_dir) and read_status(run_dir).get("pid") == proc.pid)
+        and proc.poll() is None
+        and time.time() < deadline
+    ):
         time.sleep(0.05)
     if proc.poll() not in (None, 0):
-        raise JobError(f"the training job exited at once (status {proc.returncode}): "
-                       f"{job_log(run_dir, lines=1) or 'see ' + str(run_dir / LOG)}")
+        raise JobError(
+            f"the training job exited at once (status {proc.returncode}): "
+            f"{job_log(run_dir, lines=1) or 'see ' + str(run_dir / LOG)}"
+        )
     return proc.pid
 
 
@@ -84,5 +96,14 @@ def job_log(run_dir: str | Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-__all__ = ["start_training", "stop_training", "list_runs", "run_state", "job_log", "read_status",
-           "read_metrics", "RunSummary", "STATUS"]
+__all__ = [
+    "start_training",
+    "stop_training",
+    "list_runs",
+    "run_state",
+    "job_log",
+    "read_status",
+    "read_metrics",
+    "RunSummary",
+    "STATUS",
+]

@@ -38,9 +38,7 @@ class ModelConfig:
     theta_init: str = "uniform"
     # The one image preprocessing (dvbpr.images.load_image), recorded so that inference and
     # uploads are treated exactly as training was.
-    preprocessing: dict = field(
-        default_factory=lambda: {"pad": "white-square", "resize": "bicubic", "scale": "[-1,1]"}
-    )
+    preprocessing: dict = field(default_factory=lambda: {"pad": "white-square", "resize": "bicubic", "scale": "[-1,1]"})
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -90,8 +88,15 @@ class CNNF(nn.Module):
     variance over the catalogue, so the dominant visual factor (colour) cannot drown the others.
     """
 
-    def __init__(self, dim: int, image_size: int, small: bool = False, dropout: float = 0.5,
-                 norm: bool = False, norm_phi: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        image_size: int,
+        small: bool = False,
+        dropout: float = 0.5,
+        norm: bool = False,
+        norm_phi: bool = False,
+    ):
         super().__init__()
         if small:
             widths, k1, s1, fc = (16, 32, 64, 64, 64), 5, 2, 256
@@ -99,11 +104,14 @@ class CNNF(nn.Module):
             widths, k1, s1, fc = (64, 256, 256, 256, 256), 11, 4, 4096
         c1, c2, c3, c4, c5 = widths
         self.features = nn.Sequential(
-            *_conv(3, c1, k1, s1, norm), nn.MaxPool2d(2),
-            *_conv(c1, c2, 5, 1, norm), nn.MaxPool2d(2),
+            *_conv(3, c1, k1, s1, norm),
+            nn.MaxPool2d(2),
+            *_conv(c1, c2, 5, 1, norm),
+            nn.MaxPool2d(2),
             *_conv(c2, c3, 3, 1, norm),
             *_conv(c3, c4, 3, 1, norm),
-            *_conv(c4, c5, 3, 1, norm), nn.MaxPool2d(2),
+            *_conv(c4, c5, 3, 1, norm),
+            nn.MaxPool2d(2),
         )
         self.features.eval()
         with torch.no_grad():  # flattened size depends on the input resolution
@@ -132,8 +140,14 @@ def _alexnet(dim: int, dropout: float) -> nn.Module:
 def build_cnn(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "alexnet":
         return _alexnet(cfg.dim, cfg.dropout)
-    return CNNF(cfg.dim, cfg.image_size, small=cfg.arch == "cnnf-small", dropout=cfg.dropout,
-                norm=cfg.norm != "none", norm_phi=cfg.norm == "batch+phi")
+    return CNNF(
+        cfg.dim,
+        cfg.image_size,
+        small=cfg.arch == "cnnf-small",
+        dropout=cfg.dropout,
+        norm=cfg.norm != "none",
+        norm_phi=cfg.norm == "batch+phi",
+    )
 
 
 def cold_item_bias(beta: torch.Tensor, cold_items: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,11 +179,22 @@ class ServingFactors:
     visual_dim: int
 
     @classmethod
-    def build(cls, users: list[torch.Tensor], items: list[torch.Tensor], bias: torch.Tensor,
-              new_item_bias: torch.Tensor, visual_dim: int) -> ServingFactors:
+    def build(
+        cls,
+        users: list[torch.Tensor],
+        items: list[torch.Tensor],
+        bias: torch.Tensor,
+        new_item_bias: torch.Tensor,
+        visual_dim: int,
+    ) -> ServingFactors:
         """From the per-term user and item parts, (n_users, d) and (n_items, d) each."""
-        return cls(torch.cat(users, 1).float().contiguous(), torch.cat(items, 1).float().T.contiguous(),
-                   bias.float(), new_item_bias.float(), visual_dim)
+        return cls(
+            torch.cat(users, 1).float().contiguous(),
+            torch.cat(items, 1).float().T.contiguous(),
+            bias.float(),
+            new_item_bias.float(),
+            visual_dim,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -184,7 +209,7 @@ class ServingFactors:
     @torch.inference_mode()
     def new_item_scores(self, phi: torch.Tensor) -> torch.Tensor:
         """(n_users,) scores of a new item from its visual features phi (K,) alone."""
-        return self.users[:, :self.visual_dim] @ phi + self.new_item_bias
+        return self.users[:, : self.visual_dim] @ phi + self.new_item_bias
 
 
 class DVBPR(nn.Module):
@@ -243,8 +268,9 @@ class DVBPR(nn.Module):
             x = x + self.beta_items(items).squeeze(-1)[None, :]
         return x
 
-    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, images: torch.Tensor,
-                in_batch: bool = False) -> torch.Tensor:
+    def forward(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, images: torch.Tensor, in_batch: bool = False
+    ) -> torch.Tensor:
         """x_uij = x_ui - x_uj. `images` holds the positives' then the negatives' images (2B),
         so the CNN runs once over both halves (the siamese pair shares weights anyway).
 
@@ -257,14 +283,17 @@ class DVBPR(nn.Module):
             return self.score(users, pos, phi_pos)[:, None] - self.pair_scores(users, neg, phi_neg)
         return self.score(users, pos, phi_pos) - self.score(users, neg, phi_neg)
 
-    def embedding_l2(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
-                     l2_theta: float, l2_cf: float) -> torch.Tensor:
+    def embedding_l2(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2_theta: float, l2_cf: float
+    ) -> torch.Tensor:
         """L2 (sum of squares / 2, TF's l2_loss) on the batch's rows of theta, gamma and beta."""
         reg = l2_theta * 0.5 * self.theta_users(users).pow(2).sum()
         if self.cfg.uses_cf:
-            reg = reg + l2_cf * 0.5 * (self.gamma_users(users).pow(2).sum()
-                                       + self.gamma_items(pos).pow(2).sum()
-                                       + self.gamma_items(neg).pow(2).sum())
+            reg = reg + l2_cf * 0.5 * (
+                self.gamma_users(users).pow(2).sum()
+                + self.gamma_items(pos).pow(2).sum()
+                + self.gamma_items(neg).pow(2).sum()
+            )
         if self.cfg.uses_bias:
             reg = reg + l2_cf * 0.5 * (self.beta_items(pos).pow(2).sum() + self.beta_items(neg).pow(2).sum())
         return reg

@@ -61,8 +61,15 @@ class ColdItem:
 
 
 class Recommender:
-    def __init__(self, model: DVBPR, dataset: Dataset, store: ImageStore, phi: torch.Tensor,
-                 checkpoint: dict, checkpoint_path: Path):
+    def __init__(
+        self,
+        model: DVBPR,
+        dataset: Dataset,
+        store: ImageStore,
+        phi: torch.Tensor,
+        checkpoint: dict,
+        checkpoint_path: Path,
+    ):
         self.model, self.dataset, self.store = model, dataset, store
         self.checkpoint, self.checkpoint_path = checkpoint, checkpoint_path
         self.device = phi.device
@@ -80,8 +87,14 @@ class Recommender:
 
     # ------------------------------------------------------------------------- loading
     @classmethod
-    def from_run(cls, run_dir: str | Path, data: str | Path | None = None, device: str = "auto",
-                 progress: bool = False, top_lists: bool | None = None) -> Recommender:
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        data: str | Path | None = None,
+        device: str = "auto",
+        progress: bool = False,
+        top_lists: bool | None = None,
+    ) -> Recommender:
         """Load a run folder (best.pt, else last.pt) with its dataset: `data` when given, else
         the one the run records, found as `dvbpr.rundir` describes.
 
@@ -122,7 +135,7 @@ class Recommender:
     def user_history(self, user_id: str) -> list[str]:
         """The user's training items, oldest first."""
         u = self.dataset.users.index(user_id)
-        return self.dataset.items.to_ids(self._train_idx[self._train_ptr[u]:self._train_ptr[u + 1]])
+        return self.dataset.items.to_ids(self._train_idx[self._train_ptr[u] : self._train_ptr[u + 1]])
 
     def held_out(self, user_id: str, split: str = "test") -> list[str]:
         """The user's held-out item ids of `split` ("val" or "test")."""
@@ -130,11 +143,12 @@ class Recommender:
             raise DVBPRError(f"split must be 'val' or 'test', got {split!r}")
         u = self.dataset.users.index(user_id)
         ptr, idx = self.dataset.user_items(split)
-        return self.dataset.items.to_ids(idx[ptr[u]:ptr[u + 1]])
+        return self.dataset.items.to_ids(idx[ptr[u] : ptr[u + 1]])
 
     # ------------------------------------------------------------------------ scoring
-    def scores(self, user_indices: torch.Tensor | np.ndarray | Sequence[int],
-               out: torch.Tensor | None = None) -> torch.Tensor:
+    def scores(
+        self, user_indices: torch.Tensor | np.ndarray | Sequence[int], out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, n_items) scores of users given by index, a tensor on `device` (the index-space
         call evaluation and the top lists use; cold items scored as new images), written into
         `out` when given (fresh memory is slow to fault in: reuse a buffer for many calls)."""
@@ -144,16 +158,18 @@ class Recommender:
             u = torch.as_tensor(np.asarray(user_indices), dtype=torch.long, device=self.device)
         return self.factors.scores(u, out)
 
-    def recommend(self, user_id: str, k: int = 20, exclude_seen: bool = True,
-                  items: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    def recommend(
+        self, user_id: str, k: int = 20, exclude_seen: bool = True, items: Sequence[str] | None = None
+    ) -> tuple[list[str], np.ndarray]:
         """Top-k item ids and scores, best first. `exclude_seen` drops the user's training
         items; `items` restricts the ranking to those ids. k beyond the candidates returns all."""
         self.dataset.users.index(user_id)  # one id: the plain "unknown user 'x'" message
         ids, scores = self.recommend_batch([user_id], k, exclude_seen, items)
         return ids[0], scores[0]
 
-    def recommend_batch(self, user_ids: Sequence[str], k: int = 20, exclude_seen: bool = True,
-                        items: Sequence[str] | None = None) -> tuple[list[list[str]], list[np.ndarray]]:
+    def recommend_batch(
+        self, user_ids: Sequence[str], k: int = 20, exclude_seen: bool = True, items: Sequence[str] | None = None
+    ) -> tuple[list[list[str]], list[np.ndarray]]:
         _check_k(k)
         users = self.dataset.users.indices(user_ids)
         if exclude_seen and items is None and self.top_ids is not None and k <= self.top_ids.shape[1]:
@@ -182,11 +198,17 @@ class Recommender:
             buffer = torch.empty((chunk, n_items), device=self.device)
         for start in tqdm(range(0, n_users, chunk), desc="top lists", unit="chunk", disable=not progress):
             users = np.arange(start, min(start + chunk, n_users))
-            top_ids[users], top_scores[users] = self._scan_top(users, k, True, None, buffer[:len(users)])
+            top_ids[users], top_scores[users] = self._scan_top(users, k, True, None, buffer[: len(users)])
         self.top_ids, self.top_scores = top_ids, top_scores
 
-    def _scan_top(self, users: np.ndarray, k: int, exclude_seen: bool, items: Sequence[str] | None,
-                  out: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _scan_top(
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude_seen: bool,
+        items: Sequence[str] | None,
+        out: torch.Tensor | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of the users' full score rows: (B, k) item indices (-1 past the last
         candidate) and scores. Masks in place on the score matrix (no (B, n_items) mask)."""
         scores = self.scores(users, out)
@@ -239,8 +261,7 @@ class Recommender:
             visual = itf[:, :k] @ uf[:k]
             collaborative = itf[:, k:] @ uf[k:] if uf.numel() > k else torch.zeros_like(visual)
             bias = self.factors.bias[i]
-        parts = {"visual": visual, "collaborative": collaborative, "bias": bias,
-                 "total": visual + collaborative + bias}
+        parts = {"visual": visual, "collaborative": collaborative, "bias": bias, "total": visual + collaborative + bias}
         return {name: t.cpu().numpy() for name, t in parts.items()}
 
     # ---------------------------------------------------------------------- new images
@@ -262,22 +283,23 @@ class Recommender:
         """phi of a new image as a tensor on `device` (`cold_item(image).phi` in numpy)."""
         return torch.from_numpy(self.cold_item(image, name).phi).to(self.device)
 
-    def user_scores_for_image(self, image: ImageInput | np.ndarray | ColdItem, name: str | None = None
-                              ) -> np.ndarray:
+    def user_scores_for_image(self, image: ImageInput | np.ndarray | ColdItem, name: str | None = None) -> np.ndarray:
         """How much every user would like a new item that has only an image (cold start):
         theta_u . phi(image) + the mean warm item bias; (n_users,) in the order of `users()`."""
         return self.cold_item(image, name).user_scores
 
-    def rank_users(self, image: ImageInput | np.ndarray | ColdItem, k: int = 10, name: str | None = None
-                   ) -> tuple[list[str], np.ndarray]:
+    def rank_users(
+        self, image: ImageInput | np.ndarray | ColdItem, k: int = 10, name: str | None = None
+    ) -> tuple[list[str], np.ndarray]:
         """The k users who would rank a new image highest, best first, with their scores."""
         _check_k(k)  # a negative k would slice off the last users instead
         scores = self.cold_item(image, name).user_scores
         top = np.argsort(-scores, kind="stable")[:k]
         return self.dataset.users.to_ids(top), scores[top]
 
-    def similar_items(self, item_id: str | None = None, image: ImageInput | np.ndarray | ColdItem | None = None,
-                      k: int = 10) -> tuple[list[str], np.ndarray]:
+    def similar_items(
+        self, item_id: str | None = None, image: ImageInput | np.ndarray | ColdItem | None = None, k: int = 10
+    ) -> tuple[list[str], np.ndarray]:
         """Nearest catalogue items in phi space by cosine similarity (the query item excluded)."""
         if (item_id is None) == (image is None):
             raise DVBPRError("give exactly one of item_id or image")
@@ -347,8 +369,9 @@ class _RunCache:
             old.unlink(missing_ok=True)  # of an older checkpoint of this run
         atomic_write_bytes(self._path(kind), buffer.getvalue())
 
-    def item_features(self, model: DVBPR, store: ImageStore, dataset: Dataset, device: torch.device,
-                      progress: bool) -> torch.Tensor:
+    def item_features(
+        self, model: DVBPR, store: ImageStore, dataset: Dataset, device: torch.device, progress: bool
+    ) -> torch.Tensor:
         """phi of every item, computed once."""
         phi = self._load("phi", (dataset.n_items, model.cfg.dim))
         if phi is not None:

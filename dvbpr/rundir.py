@@ -78,8 +78,9 @@ def locate_run_data(run_dir: str | Path, recorded: str | None) -> Path | None:
     return next((p for p in data_candidates(run_dir, recorded) if is_dataset_dir(p)), None)
 
 
-def find_run_data(run_dir: str | Path, recorded: str | None, explicit: str | Path | None = None,
-                  progress: bool = False) -> Path:
+def find_run_data(
+    run_dir: str | Path, recorded: str | None, explicit: str | Path | None = None, progress: bool = False
+) -> Path:
     """The dataset folder of a run: `explicit` if given, else the first candidate that holds a
     dataset. The default dataset, generated on demand, counts as found when it is a candidate."""
     if explicit is not None:
@@ -94,8 +95,10 @@ def find_run_data(run_dir: str | Path, recorded: str | None, explicit: str | Pat
     if DEFAULT_DATA_DIR in candidates:
         return ensure_default_dataset(progress=progress)
     tried = "; ".join(str(p) for p in candidates) or "nothing (the run records no dataset)"
-    raise DataError(f"cannot find the dataset of run {run_dir} (recorded as {recorded!r}); tried: {tried}. "
-                    "Pass the dataset folder with --data DATA (Python: data=...).")
+    raise DataError(
+        f"cannot find the dataset of run {run_dir} (recorded as {recorded!r}); tried: {tried}. "
+        "Pass the dataset folder with --data DATA (Python: data=...)."
+    )
 
 
 def recorded_data(config: dict) -> str | None:
@@ -248,9 +251,18 @@ def list_runs(root: str | Path) -> list[RunSummary]:
         has_ckpt = has_checkpoint(path)
         if not status and not has_ckpt:
             continue
-        runs.append(RunSummary(
-            name=path.name, path=str(path), state=run_state(path), data=str(status.get("data", "")),
-            arch=str(status.get("arch", "")), epoch=int(status.get("epoch", 0) or 0),
-            epochs=int(status.get("epochs", 0) or 0), best_val_auc=status.get("best_val_auc"),
-            updated_at=status.get("updated_at"), has_checkpoint=has_ckpt))
+        runs.append(
+            RunSummary(
+                name=path.name,
+                path=str(path),
+                state=run_state(path),
+                data=str(status.get("data", "")),
+                arch=str(status.get("arch", "")),
+                epoch=int(status.get("epoch", 0) or 0),
+                epochs=int(status.get("epochs", 0) or 0),
+                best_val_auc=status.get("best_val_auc"),
+                updated_at=status.get("updated_at"),
+                has_checkpoint=has_ckpt,
+            )
+        )
     return sorted(runs, key=lambda r: r.updated_at or 0, reverse=True)

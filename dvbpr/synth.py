@@ -131,27 +131,90 @@ def _pleats(xs: Points) -> list[tuple[str, Points, float]]:
 
 GARMENTS: dict[str, Garment] = {
     "t-shirt": Garment(
-        body=[("+", [(0.41, 0.17), (0.22, 0.22), (0.07, 0.41), (0.18, 0.49), (0.28, 0.41),
-                     (0.28, 0.86), (0.72, 0.86), (0.72, 0.41), (0.82, 0.49), (0.93, 0.41),
-                     (0.78, 0.22), (0.59, 0.17)] + _ellipse(0.5, 0.17, 0.09, 0.07, 0, 180, 12))],
-        trim=[("line", _ellipse(0.5, 0.17, 0.09, 0.07, 0, 180, 12), 0.018),
-              ("line", [(0.16, 0.47), (0.10, 0.395)], 0.010), ("line", [(0.84, 0.47), (0.90, 0.395)], 0.010)],
+        body=[
+            (
+                "+",
+                [
+                    (0.41, 0.17),
+                    (0.22, 0.22),
+                    (0.07, 0.41),
+                    (0.18, 0.49),
+                    (0.28, 0.41),
+                    (0.28, 0.86),
+                    (0.72, 0.86),
+                    (0.72, 0.41),
+                    (0.82, 0.49),
+                    (0.93, 0.41),
+                    (0.78, 0.22),
+                    (0.59, 0.17),
+                ]
+                + _ellipse(0.5, 0.17, 0.09, 0.07, 0, 180, 12),
+            )
+        ],
+        trim=[
+            ("line", _ellipse(0.5, 0.17, 0.09, 0.07, 0, 180, 12), 0.018),
+            ("line", [(0.16, 0.47), (0.10, 0.395)], 0.010),
+            ("line", [(0.84, 0.47), (0.90, 0.395)], 0.010),
+        ],
     ),
     "jacket": Garment(
-        body=[("+", [(0.42, 0.13), (0.25, 0.18), (0.17, 0.30), (0.09, 0.84), (0.21, 0.86), (0.29, 0.42),
-                     (0.29, 0.88), (0.71, 0.88), (0.71, 0.42), (0.79, 0.86), (0.91, 0.84), (0.83, 0.30),
-                     (0.75, 0.18), (0.58, 0.13), (0.5, 0.40)])],
-        trim=[("line", [(0.42, 0.13), (0.40, 0.22), (0.46, 0.30), (0.5, 0.40)], 0.010),
-              ("line", [(0.58, 0.13), (0.60, 0.22), (0.54, 0.30), (0.5, 0.40)], 0.010),
-              ("line", [(0.5, 0.40), (0.5, 0.88)], 0.010),
-              ("line", [(0.33, 0.66), (0.44, 0.66)], 0.010), ("line", [(0.56, 0.66), (0.67, 0.66)], 0.010),
-              ("line", [(0.10, 0.78), (0.21, 0.80)], 0.010), ("line", [(0.90, 0.78), (0.79, 0.80)], 0.010)]
+        body=[
+            (
+                "+",
+                [
+                    (0.42, 0.13),
+                    (0.25, 0.18),
+                    (0.17, 0.30),
+                    (0.09, 0.84),
+                    (0.21, 0.86),
+                    (0.29, 0.42),
+                    (0.29, 0.88),
+                    (0.71, 0.88),
+                    (0.71, 0.42),
+                    (0.79, 0.86),
+                    (0.91, 0.84),
+                    (0.83, 0.30),
+                    (0.75, 0.18),
+                    (0.58, 0.13),
+                    (0.5, 0.40),
+                ],
+            )
+        ],
+        trim=[
+            ("line", [(0.42, 0.13), (0.40, 0.22), (0.46, 0.30), (0.5, 0.40)], 0.010),
+            ("line", [(0.58, 0.13), (0.60, 0.22), (0.54, 0.30), (0.5, 0.40)], 0.010),
+            ("line", [(0.5, 0.40), (0.5, 0.88)], 0.010),
+            ("line", [(0.33, 0.66), (0.44, 0.66)], 0.010),
+            ("line", [(0.56, 0.66), (0.67, 0.66)], 0.010),
+            ("line", [(0.10, 0.78), (0.21, 0.80)], 0.010),
+            ("line", [(0.90, 0.78), (0.79, 0.80)], 0.010),
+        ]
         + [("fill", _ellipse(0.53, y, 0.014, 0.014, n=12), 0.0) for y in (0.48, 0.60, 0.72)],
     ),
     "dress": Garment(
-        body=[("+", [(0.37, 0.09), (0.41, 0.09), (0.43, 0.22), (0.5, 0.27), (0.57, 0.22), (0.59, 0.09),
-                     (0.63, 0.09), (0.66, 0.27), (0.61, 0.43), (0.82, 0.88), (0.66, 0.91), (0.5, 0.88),
-                     (0.34, 0.91), (0.18, 0.88), (0.39, 0.43), (0.34, 0.27)])],
+        body=[
+            (
+                "+",
+                [
+                    (0.37, 0.09),
+                    (0.41, 0.09),
+                    (0.43, 0.22),
+                    (0.5, 0.27),
+                    (0.57, 0.22),
+                    (0.59, 0.09),
+                    (0.63, 0.09),
+                    (0.66, 0.27),
+                    (0.61, 0.43),
+                    (0.82, 0.88),
+                    (0.66, 0.91),
+                    (0.5, 0.88),
+                    (0.34, 0.91),
+                    (0.18, 0.88),
+                    (0.39, 0.43),
+                    (0.34, 0.27),
+                ],
+            )
+        ],
         trim=[("fill", [(0.385, 0.41), (0.615, 0.41), (0.612, 0.455), (0.388, 0.455)], 0.0)]
         + _pleats([(0.45, 0.46), (0.38, 0.86), (0.55, 0.46), (0.62, 0.86)]),
     ),
@@ -161,48 +224,89 @@ GARMENTS: dict[str, Garment] = {
         + _pleats([(0.40, 0.27), (0.33, 0.79), (0.5, 0.27), (0.5, 0.79), (0.60, 0.27), (0.67, 0.79)]),
     ),
     "trousers": Garment(
-        body=[("+", [(0.29, 0.08), (0.71, 0.08), (0.76, 0.93), (0.545, 0.93), (0.5, 0.36),
-                     (0.455, 0.93), (0.24, 0.93)])],
-        trim=[("line", [(0.29, 0.145), (0.71, 0.145)], 0.012), ("line", [(0.52, 0.145), (0.52, 0.30)], 0.008),
-              ("line", [(0.33, 0.145), (0.40, 0.24)], 0.008), ("line", [(0.67, 0.145), (0.60, 0.24)], 0.008)],
+        body=[
+            ("+", [(0.29, 0.08), (0.71, 0.08), (0.76, 0.93), (0.545, 0.93), (0.5, 0.36), (0.455, 0.93), (0.24, 0.93)])
+        ],
+        trim=[
+            ("line", [(0.29, 0.145), (0.71, 0.145)], 0.012),
+            ("line", [(0.52, 0.145), (0.52, 0.30)], 0.008),
+            ("line", [(0.33, 0.145), (0.40, 0.24)], 0.008),
+            ("line", [(0.67, 0.145), (0.60, 0.24)], 0.008),
+        ],
     ),
     "shorts": Garment(
-        body=[("+", [(0.25, 0.24), (0.75, 0.24), (0.83, 0.70), (0.55, 0.74), (0.5, 0.47),
-                     (0.45, 0.74), (0.17, 0.70)])],
-        trim=[("line", [(0.255, 0.31), (0.745, 0.31)], 0.012), ("line", [(0.52, 0.31), (0.52, 0.43)], 0.008),
-              ("line", [(0.19, 0.64), (0.455, 0.675)], 0.008), ("line", [(0.545, 0.675), (0.81, 0.64)], 0.008)],
+        body=[("+", [(0.25, 0.24), (0.75, 0.24), (0.83, 0.70), (0.55, 0.74), (0.5, 0.47), (0.45, 0.74), (0.17, 0.70)])],
+        trim=[
+            ("line", [(0.255, 0.31), (0.745, 0.31)], 0.012),
+            ("line", [(0.52, 0.31), (0.52, 0.43)], 0.008),
+            ("line", [(0.19, 0.64), (0.455, 0.675)], 0.008),
+            ("line", [(0.545, 0.675), (0.81, 0.64)], 0.008),
+        ],
     ),
     "shoes": Garment(
-        body=[("+", [(0.10, 0.74), (0.92, 0.74), (0.94, 0.66)] + _ellipse(0.83, 0.64, 0.11, 0.10, -20, -100, 8)
-               + [(0.62, 0.49), (0.50, 0.40), (0.47, 0.30), (0.20, 0.30), (0.13, 0.42), (0.10, 0.60)])],
-        trim=[("fill", [(0.10, 0.66), (0.94, 0.66), (0.93, 0.74), (0.10, 0.74)], 0.0),
-              ("line", [(0.21, 0.36), (0.45, 0.36)], 0.010)]
-        + [("line", [(0.50 + 0.045 * i, 0.41 + 0.03 * i), (0.55 + 0.045 * i, 0.37 + 0.03 * i)], 0.010)
-           for i in range(3)],
+        body=[
+            (
+                "+",
+                [(0.10, 0.74), (0.92, 0.74), (0.94, 0.66)]
+                + _ellipse(0.83, 0.64, 0.11, 0.10, -20, -100, 8)
+                + [(0.62, 0.49), (0.50, 0.40), (0.47, 0.30), (0.20, 0.30), (0.13, 0.42), (0.10, 0.60)],
+            )
+        ],
+        trim=[
+            ("fill", [(0.10, 0.66), (0.94, 0.66), (0.93, 0.74), (0.10, 0.74)], 0.0),
+            ("line", [(0.21, 0.36), (0.45, 0.36)], 0.010),
+        ]
+        + [
+            ("line", [(0.50 + 0.045 * i, 0.41 + 0.03 * i), (0.55 + 0.045 * i, 0.37 + 0.03 * i)], 0.010)
+            for i in range(3)
+        ],
     ),
     "bag": Garment(
-        body=[("+", _ellipse(0.5, 0.36, 0.21, 0.24, 180, 360, 24)
-               + _ellipse(0.5, 0.36, 0.16, 0.19, 360, 180, 24)),
-              ("+", [(0.20, 0.38), (0.80, 0.38), (0.86, 0.80)] + _ellipse(0.78, 0.80, 0.08, 0.07, 0, 90, 8)
-               + _ellipse(0.22, 0.80, 0.08, 0.07, 90, 180, 8) + [(0.14, 0.80)])],
-        trim=[("line", [(0.20, 0.38), (0.25, 0.56), (0.75, 0.56), (0.80, 0.38)], 0.010),
-              ("fill", _ellipse(0.5, 0.56, 0.035, 0.035, n=16), 0.0)],
+        body=[
+            ("+", _ellipse(0.5, 0.36, 0.21, 0.24, 180, 360, 24) + _ellipse(0.5, 0.36, 0.16, 0.19, 360, 180, 24)),
+            (
+                "+",
+                [(0.20, 0.38), (0.80, 0.38), (0.86, 0.80)]
+                + _ellipse(0.78, 0.80, 0.08, 0.07, 0, 90, 8)
+                + _ellipse(0.22, 0.80, 0.08, 0.07, 90, 180, 8)
+                + [(0.14, 0.80)],
+            ),
+        ],
+        trim=[
+            ("line", [(0.20, 0.38), (0.25, 0.56), (0.75, 0.56), (0.80, 0.38)], 0.010),
+            ("fill", _ellipse(0.5, 0.56, 0.035, 0.035, n=16), 0.0),
+        ],
     ),
     "hat": Garment(
-        body=[("+", _ellipse(0.5, 0.66, 0.44, 0.12)),
-              ("+", [(0.29, 0.66), (0.30, 0.44)] + _ellipse(0.5, 0.44, 0.20, 0.17, 180, 360, 20)
-               + [(0.70, 0.44), (0.71, 0.66)])],
-        trim=[("fill", [(0.294, 0.55), (0.706, 0.55), (0.709, 0.63), (0.291, 0.63)], 0.0),
-              ("line", _ellipse(0.5, 0.66, 0.21, 0.05, 0, 180, 16), 0.008)],
+        body=[
+            ("+", _ellipse(0.5, 0.66, 0.44, 0.12)),
+            (
+                "+",
+                [(0.29, 0.66), (0.30, 0.44)]
+                + _ellipse(0.5, 0.44, 0.20, 0.17, 180, 360, 20)
+                + [(0.70, 0.44), (0.71, 0.66)],
+            ),
+        ],
+        trim=[
+            ("fill", [(0.294, 0.55), (0.706, 0.55), (0.709, 0.63), (0.291, 0.63)], 0.0),
+            ("line", _ellipse(0.5, 0.66, 0.21, 0.05, 0, 180, 16), 0.008),
+        ],
     ),
     "scarf": Garment(
-        body=[("+", _ellipse(0.5, 0.25, 0.25, 0.15)), ("-", _ellipse(0.5, 0.23, 0.17, 0.08)),
-              ("+", [(0.31, 0.30), (0.45, 0.34), (0.44, 0.84), (0.30, 0.82)]),
-              ("+", [(0.55, 0.34), (0.69, 0.30), (0.73, 0.80), (0.59, 0.84)])],
-        trim=[("line", [(0.30 + 0.028 * i, 0.82 + 0.004 * i), (0.30 + 0.028 * i, 0.90 + 0.004 * i)], 0.010)
-              for i in range(6)]
-        + [("line", [(0.59 + 0.028 * i, 0.84 - 0.008 * i), (0.59 + 0.028 * i, 0.92 - 0.008 * i)], 0.010)
-           for i in range(6)]
+        body=[
+            ("+", _ellipse(0.5, 0.25, 0.25, 0.15)),
+            ("-", _ellipse(0.5, 0.23, 0.17, 0.08)),
+            ("+", [(0.31, 0.30), (0.45, 0.34), (0.44, 0.84), (0.30, 0.82)]),
+            ("+", [(0.55, 0.34), (0.69, 0.30), (0.73, 0.80), (0.59, 0.84)]),
+        ],
+        trim=[
+            ("line", [(0.30 + 0.028 * i, 0.82 + 0.004 * i), (0.30 + 0.028 * i, 0.90 + 0.004 * i)], 0.010)
+            for i in range(6)
+        ]
+        + [
+            ("line", [(0.59 + 0.028 * i, 0.84 - 0.008 * i), (0.59 + 0.028 * i, 0.92 - 0.008 * i)], 0.010)
+            for i in range(6)
+        ]
         + [("line", [(0.31, 0.40), (0.45, 0.42)], 0.008), ("line", [(0.56, 0.42), (0.70, 0.40)], 0.008)],
     ),
 }
@@ -321,9 +425,10 @@ class SynthConfig:
             (self.n_communities >= 1, "n_communities must be at least 1"),
             (32 <= self.image_size <= 1024, "image_size must be between 32 and 1024"),
             (self.seed >= 0, "seed must be >= 0"),
-            (round(self.cold_fraction * self.n_items) <= self.n_users,
-             "too few users: each cold item needs a user whose test item it is "
-             "(n_users >= cold_fraction * n_items)"),
+            (
+                round(self.cold_fraction * self.n_items) <= self.n_users,
+                "too few users: each cold item needs a user whose test item it is (n_users >= cold_fraction * n_items)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -388,9 +493,11 @@ def _simulate(cfg: SynthConfig) -> _World:
             table[u, fav] = True
         return table[:, labels]  # (n_users, n_items)
 
-    affinity = (np.where(likes(user_colours, col, len(COLOURS)), COLOUR_BOOST, 1.0)
-                * np.where(likes(user_categories, cat, len(CATEGORIES)), CATEGORY_BOOST, 1.0)
-                * np.where(likes(user_patterns, pat, len(PATTERNS)), PATTERN_BOOST, 1.0))
+    affinity = (
+        np.where(likes(user_colours, col, len(COLOURS)), COLOUR_BOOST, 1.0)
+        * np.where(likes(user_categories, cat, len(CATEGORIES)), CATEGORY_BOOST, 1.0)
+        * np.where(likes(user_patterns, pat, len(PATTERNS)), PATTERN_BOOST, 1.0)
+    )
     in_pool = np.zeros((cfg.n_communities, n), bool)
     for c, pool in enumerate(pools):
         in_pool[c, pool] = True
@@ -427,10 +534,13 @@ def _simulate(cfg: SynthConfig) -> _World:
         sequences[u].insert(int(rng.integers(0, len(sequences[u]) - 1)), int(item))
 
     # Distinct increasing timestamps per user, so the chronological split is unambiguous.
-    timestamps = [_START_TIME + rng.integers(0, 180 * 86400)
-                  + np.cumsum(rng.integers(60, 3 * 86400, len(seq))) for seq in sequences]
-    return _World(cat, col, pat, cold, user_colours, user_patterns, user_categories, community,
-                  pools, sequences, timestamps)
+    timestamps = [
+        _START_TIME + rng.integers(0, 180 * 86400) + np.cumsum(rng.integers(60, 3 * 86400, len(seq)))
+        for seq in sequences
+    ]
+    return _World(
+        cat, col, pat, cold, user_colours, user_patterns, user_categories, community, pools, sequences, timestamps
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,8 +598,10 @@ def make_dataset(
     item_ids = _ids("i", config.n_items, 5)
     user_ids = _ids("u", config.n_users, 4)
     colour_names, pattern_names = list(COLOURS), PATTERNS
-    items = [(CATEGORIES[c], colour_names[k], pattern_names[p])
-             for c, k, p in zip(world.item_category, world.item_colour, world.item_pattern)]
+    items = [
+        (CATEGORIES[c], colour_names[k], pattern_names[p])
+        for c, k, p in zip(world.item_category, world.item_colour, world.item_pattern)
+    ]
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -503,36 +615,62 @@ def make_dataset(
                 report(0.05 + 0.9 * i / len(items), f"drawing item {i + 1} of {len(items)}")
 
         report(0.95, "writing tables")
-        atomic_write_text(tmp / "interactions.csv", _csv_text(
-            ["user_id", "item_id", "timestamp"],
-            [[user_ids[u], item_ids[i], int(t)]
-             for u, (seq, ts) in enumerate(zip(world.sequences, world.timestamps)) for i, t in zip(seq, ts)],
-        ))
-        atomic_write_text(tmp / "items.csv", _csv_text(
-            ["item_id", "category", "title", "image", "colour", "pattern"],
-            [[item_ids[i], category, _title(colour, pattern, category), f"images/{item_ids[i]}.png", colour, pattern]
-             for i, (category, colour, pattern) in enumerate(items)],
-        ))
-        atomic_write_json(tmp / "hidden_tastes.json", {
-            "colours": colour_names,
-            "patterns": pattern_names,
-            "categories": CATEGORIES,
-            "users": {
-                user_ids[u]: {
-                    "colours": [colour_names[k] for k in world.user_colours[u]],
-                    "patterns": [pattern_names[k] for k in world.user_patterns[u]],
-                    "categories": [CATEGORIES[k] for k in world.user_categories[u]],
-                    "community": int(world.user_community[u]),
-                }
-                for u in range(config.n_users)
+        atomic_write_text(
+            tmp / "interactions.csv",
+            _csv_text(
+                ["user_id", "item_id", "timestamp"],
+                [
+                    [user_ids[u], item_ids[i], int(t)]
+                    for u, (seq, ts) in enumerate(zip(world.sequences, world.timestamps))
+                    for i, t in zip(seq, ts)
+                ],
+            ),
+        )
+        atomic_write_text(
+            tmp / "items.csv",
+            _csv_text(
+                ["item_id", "category", "title", "image", "colour", "pattern"],
+                [
+                    [
+                        item_ids[i],
+                        category,
+                        _title(colour, pattern, category),
+                        f"images/{item_ids[i]}.png",
+                        colour,
+                        pattern,
+                    ]
+                    for i, (category, colour, pattern) in enumerate(items)
+                ],
+            ),
+        )
+        atomic_write_json(
+            tmp / "hidden_tastes.json",
+            {
+                "colours": colour_names,
+                "patterns": pattern_names,
+                "categories": CATEGORIES,
+                "users": {
+                    user_ids[u]: {
+                        "colours": [colour_names[k] for k in world.user_colours[u]],
+                        "patterns": [pattern_names[k] for k in world.user_patterns[u]],
+                        "categories": [CATEGORIES[k] for k in world.user_categories[u]],
+                        "community": int(world.user_community[u]),
+                    }
+                    for u in range(config.n_users)
+                },
+                "items": {
+                    item_ids[i]: {
+                        "category": category,
+                        "colour": colour,
+                        "pattern": pattern,
+                        "cold": bool(world.cold[i]),
+                    }
+                    for i, (category, colour, pattern) in enumerate(items)
+                },
+                "communities": {str(c): [item_ids[i] for i in pool] for c, pool in enumerate(world.community_pools)},
+                "config": asdict(config),
             },
-            "items": {
-                item_ids[i]: {"category": category, "colour": colour, "pattern": pattern, "cold": bool(world.cold[i])}
-                for i, (category, colour, pattern) in enumerate(items)
-            },
-            "communities": {str(c): [item_ids[i] for i in pool] for c, pool in enumerate(world.community_pools)},
-            "config": asdict(config),
-        })
+        )
         atomic_write_text(tmp / COMPLETE_MARKER, "complete\n")
 
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -23,8 +23,7 @@ from dvbpr.rundir import BEST, read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "ablation"
-COLUMNS = [("auc", "AUC"), ("auc_cold", "cold AUC"), ("recall@20", "R@20"), ("ndcg@20", "nDCG@20"),
-           ("rr", "RR")]
+COLUMNS = [("auc", "AUC"), ("auc_cold", "cold AUC"), ("recall@20", "R@20"), ("ndcg@20", "nDCG@20"), ("rr", "RR")]
 
 
 def run(name: str, data: str, minutes: float, flags: list[str], epochs: int = 0) -> dict:
@@ -32,16 +31,57 @@ def run(name: str, data: str, minutes: float, flags: list[str], epochs: int = 0)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if not (run_dir / BEST).exists():
         budget = ["--epochs", str(epochs)] if epochs else ["--max-minutes", str(minutes), "--epochs", "100"]
-        subprocess.run([sys.executable, "-m", "dvbpr", "train", "--data", data, "--out", str(run_dir),
-                        *budget, "--log-every", "50", *flags], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dvbpr",
+                "train",
+                "--data",
+                data,
+                "--out",
+                str(run_dir),
+                *budget,
+                "--log-every",
+                "50",
+                *flags,
+            ],
+            check=True,
+            env=env,
+        )
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-m", "dvbpr", "evaluate", str(run_dir), "--embedding", "--json",
-                          "--k", "20", "--device", "cpu"], check=True, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dvbpr",
+            "evaluate",
+            str(run_dir),
+            "--embedding",
+            "--json",
+            "--k",
+            "20",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     report = json.loads(out.stdout)
     status = read_status(run_dir)
-    result = {"name": name, "data": Path(data).name, "minutes": 0 if epochs else minutes, "flags": flags,
-              "epochs_done": status.get("epoch"), "steps": status.get("step"),
-              "metrics": report["dvbpr"], "embedding": report["embedding"], "eval_s": time.time() - t0}
+    result = {
+        "name": name,
+        "data": Path(data).name,
+        "minutes": 0 if epochs else minutes,
+        "flags": flags,
+        "epochs_done": status.get("epoch"),
+        "steps": status.get("step"),
+        "metrics": report["dvbpr"],
+        "embedding": report["embedding"],
+        "eval_s": time.time() - t0,
+    }
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -59,8 +99,11 @@ def row(result: dict) -> str:
 
 
 def table(data: str | None) -> str:
-    header = ["data", "run", "flags", "steps"] + [label for _, label in COLUMNS] + ["PR", "dup>0.99", "NN agreement",
-                                                                           "taste lifts (top 20)"]
+    header = (
+        ["data", "run", "flags", "steps"]
+        + [label for _, label in COLUMNS]
+        + ["PR", "dup>0.99", "NN agreement", "taste lifts (top 20)"]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     folders = [OUT / Path(data).name] if data else sorted(p for p in OUT.iterdir() if p.is_dir())
     for folder in folders:
@@ -75,10 +118,18 @@ def main() -> None:
     p = sub.add_parser("run", help="train and measure one configuration")
     p.add_argument("name", help="row name (the run folder's name)")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--epochs", type=int, default=0,
-                   help="a budget in epochs instead of minutes (fair when other work shares the CPU)")
-    p.add_argument("--minutes", type=float, default=8.0, help="training budget in minutes (default 8); "
-                   "extra `dvbpr train` flags follow a --")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="a budget in epochs instead of minutes (fair when other work shares the CPU)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=8.0,
+        help="training budget in minutes (default 8); extra `dvbpr train` flags follow a --",
+    )
     p = sub.add_parser("table", help="print the markdown table of the finished rows")
     p.add_argument("--data", default=None, help="only this dataset's rows")
     args, flags = parser.parse_known_args()  # what follows -- goes to `dvbpr train` as it is

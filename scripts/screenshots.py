@@ -80,12 +80,21 @@ def shoot(url: str, out: Path, image: Path | None) -> list[Path]:
                 elif slug == "upload" and image is not None:
                     since = bb.arm(page)
                     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(image))
-                    bb.wait_idle(page, SLOW_MS, since=since, until_js=(
-                        "return document.querySelectorAll('[data-testid=\"stMain\"] .dv-row').length > 1;"))
+                    bb.wait_idle(
+                        page,
+                        SLOW_MS,
+                        since=since,
+                        until_js=("return document.querySelectorAll('[data-testid=\"stMain\"] .dv-row').length > 1;"),
+                    )
                 elif slug == "evaluate":
                     _log("  waiting for the baselines (computed once per dataset)")
-                    bb.wait_idle(page, SLOW_MS, until_js=(
-                        "return document.querySelector('[data-testid=\"stMain\"]').textContent.includes('bpr-mf');"))
+                    bb.wait_idle(
+                        page,
+                        SLOW_MS,
+                        until_js=(
+                            "return document.querySelector('[data-testid=\"stMain\"]').textContent.includes('bpr-mf');"
+                        ),
+                    )
                 else:
                     bb.wait_idle(page, SLOW_MS, until_js=bb.PAGE_READY_JS[title])
                 _check(page, title)
@@ -98,23 +107,36 @@ def shoot(url: str, out: Path, image: Path | None) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/screenshots.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots",
-                        help="folder for the PNG files (default docs/screenshots)")
-    parser.add_argument("--port", type=int, default=None,
-                        help="port for the app server this script starts (default: a free one)")
-    parser.add_argument("--url", default=None,
-                        help="use the app already running at this URL (e.g. http://localhost:8501) "
-                             "instead of starting one; --port, --data-root, --models-root and --model "
-                             "are then ignored")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="folder of dataset folders (default $DVBPR_DATA_ROOT, else data)")
-    parser.add_argument("--models-root", type=Path, default=None,
-                        help="folder of run folders (default $DVBPR_MODELS_ROOT, else models)")
-    parser.add_argument("--model", default=None,
-                        help="the model shown (default $DVBPR_DEFAULT_MODEL, else default)")
-    parser.add_argument("--image", type=Path, default=None,
-                        help="image uploaded on the Upload page (default: a new red polka-dot dress drawn "
-                             "by the default dataset's generator, not in the catalogue)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs" / "screenshots",
+        help="folder for the PNG files (default docs/screenshots)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="port for the app server this script starts (default: a free one)"
+    )
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="use the app already running at this URL (e.g. http://localhost:8501) "
+        "instead of starting one; --port, --data-root, --models-root and --model "
+        "are then ignored",
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="folder of dataset folders (default $DVBPR_DATA_ROOT, else data)"
+    )
+    parser.add_argument(
+        "--models-root", type=Path, default=None, help="folder of run folders (default $DVBPR_MODELS_ROOT, else models)"
+    )
+    parser.add_argument("--model", default=None, help="the model shown (default $DVBPR_DEFAULT_MODEL, else default)")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="image uploaded on the Upload page (default: a new red polka-dot dress drawn "
+        "by the default dataset's generator, not in the catalogue)",
+    )
     args = parser.parse_args(argv)
     try:
         bb.check_chromium()
@@ -126,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             shoot(args.url.rstrip("/") + "/", args.out, image)
             return 0
-        server = bb.AppServer(args.data_root and args.data_root.resolve(),
-                              args.models_root and args.models_root.resolve(), args.model, port=args.port)
+        server = bb.AppServer(
+            args.data_root and args.data_root.resolve(),
+            args.models_root and args.models_root.resolve(),
+            args.model,
+            port=args.port,
+        )
         _log(f"starting the app on port {server.port} (log: {server.log_path})")
         with server:
             try:

@@ -8,4 +8,7 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 bash scripts/setup.sh requirements-dev.txt
+# Lint and formatting first (seconds): one style for the whole repository (pyproject.toml).
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

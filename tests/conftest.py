@@ -33,11 +33,24 @@ def _torch_threads() -> None:
     longer equal the session's `tiny_run` (the resume tests compare the two)."""
     torch.set_num_threads(THREADS)
 
+
 # 160 training interactions: 10 steps per epoch at batch 16, about a second per epoch on a CPU.
 # negatives="all": the tiny data's quality checks were calibrated with the paper's pool, under
 # which its 4 cold items take part in training as negatives.
-TINY_TRAIN = dict(arch="cnnf-small", image_size=32, dim=8, cf_dim=8, epochs=3, batch_size=16,
-                  lr=0.003, l2_theta=0.01, device="cpu", log_every=5, seed=0, negatives="all")
+TINY_TRAIN = dict(
+    arch="cnnf-small",
+    image_size=32,
+    dim=8,
+    cf_dim=8,
+    epochs=3,
+    batch_size=16,
+    lr=0.003,
+    l2_theta=0.01,
+    device="cpu",
+    log_every=5,
+    seed=0,
+    negatives="all",
+)
 
 
 def is_red(item: int) -> bool:
@@ -49,8 +62,9 @@ def item_colour(item: int) -> tuple[int, int, int]:
     return shade if is_red(item) else (shade[1], shade[2], shade[0])
 
 
-def make_community_dataset(root: Path, *, n_users: int = 40, n_items: int = 48, new_users: int = 0,
-                           new_items: int = 0, seed: int = 0) -> Path:
+def make_community_dataset(
+    root: Path, *, n_users: int = 40, n_items: int = 48, new_users: int = 0, new_items: int = 0, seed: int = 0
+) -> Path:
     """Users u0.. alternate red/blue (red users have 5 interactions, blue 7, so popularity
     favours blue); the last 4 base items are never interacted with (cold). `new_users` (all red)
     and `new_items` come first in the files, so they take the low indices of a grown dataset
@@ -71,8 +85,10 @@ def make_community_dataset(root: Path, *, n_users: int = 40, n_items: int = 48, 
         add_user(u, u % 2 == 0, base_items, 5 if u % 2 == 0 else 7)
     write_csv(root / "interactions.csv", rows)
     order = list(range(n_items, n_items + new_items)) + list(range(n_items))
-    write_csv(root / "items.csv", [{"item_id": f"i{j}", "category": "red" if is_red(j) else "blue",
-                                    "title": f"Item {j}"} for j in order])
+    write_csv(
+        root / "items.csv",
+        [{"item_id": f"i{j}", "category": "red" if is_red(j) else "blue", "title": f"Item {j}"} for j in order],
+    )
     for j in all_items:
         write_image(root / "images" / f"i{j}.png", item_colour(j))
     return root
@@ -122,8 +138,10 @@ def tiny_rec(tiny_run: Path):
 @pytest.fixture
 def tiny_copy(tmp_path: Path) -> Callable[[Path, str], Path]:
     """Copy a dataset or run folder into this test's tmp_path."""
+
     def copy(src: Path, name: str) -> Path:
         dst = tmp_path / name
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock", "cache"))
         return dst
+
     return copy

@@ -76,9 +76,7 @@ def make_tiny_dataset(
                 if timestamps:
                     row["timestamp"] = 1_700_000_000 + 60 * len(rows)
                 if split_column:
-                    row["split"] = (
-                        "test" if k == per_user - 1 else "val" if k == per_user - 2 else "train"
-                    )
+                    row["split"] = "test" if k == per_user - 1 else "val" if k == per_user - 2 else "train"
                 rows.append(row)
         interactions = rows
     write_csv(root / "interactions.csv", interactions)

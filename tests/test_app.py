@@ -39,18 +39,30 @@ def roots(tmp_path_factory) -> dict[str, Path]:
 
     base = tmp_path_factory.mktemp("app")
     data_root, models_root = base / "data", base / "models"
-    data = make_dataset(data_root / "default", SynthConfig(n_items=240, n_users=80, mean_interactions=8,
-                                                           image_size=64), progress=False)
+    data = make_dataset(
+        data_root / "default", SynthConfig(n_items=240, n_users=80, mean_interactions=8, image_size=64), progress=False
+    )
     run = models_root / "default"
-    train(TrainConfig(data=str(data), out=str(run), arch="cnnf-small", epochs=1, dim=16, cf_dim=8,
-                      batch_size=64), progress=False)
+    train(
+        TrainConfig(data=str(data), out=str(run), arch="cnnf-small", epochs=1, dim=16, cf_dim=8, batch_size=64),
+        progress=False,
+    )
     embedmap.compute_map(run)  # in-process: the app then shows the map without a background job
     shutil.copytree(run, models_root / "fresh", ignore=shutil.ignore_patterns("cache", ".lock"))
     broken = models_root / "broken"
     broken.mkdir()
-    atomic_write_json(broken / "status.json", {
-        "state": "failed", "message": "loss became nan at step 3 of the epoch", "data": str(data),
-        "arch": "cnnf-small", "epoch": 0, "epochs": 2, "updated_at": time.time()})
+    atomic_write_json(
+        broken / "status.json",
+        {
+            "state": "failed",
+            "message": "loss became nan at step 3 of the epoch",
+            "data": str(data),
+            "arch": "cnnf-small",
+            "epoch": 0,
+            "epochs": 2,
+            "updated_at": time.time(),
+        },
+    )
     (broken / "train.log").write_text("loading data\nTrainingError: loss became nan at step 3\n")
     return {"data": data_root, "models": models_root, "dataset": data, "run": run}
 
@@ -206,9 +218,10 @@ def test_embeddings_shows_progress_while_the_map_is_computed(monkeypatch, roots)
     def fake_start(run_dir, data=None):  # a "running" job (this process) instead of a real one
         calls.append(run_dir)
         key = embedmap.checkpoint_key(run_dir)
-        atomic_write_json(Path(run_dir) / "cache" / f"umap_{key}.progress.json",
-                          {"state": "running", "fraction": 0.4, "message": "fitting UMAP",
-                           "pid": os.getpid()})
+        atomic_write_json(
+            Path(run_dir) / "cache" / f"umap_{key}.progress.json",
+            {"state": "running", "fraction": 0.4, "message": "fitting UMAP", "pid": os.getpid()},
+        )
 
     monkeypatch.setattr(embedmap, "start_map_job", fake_start)
     at = ok(app("pages/embeddings.py", model="fresh"))
@@ -281,12 +294,29 @@ def _train_form(at: AppTest, **values) -> AppTest:
 
 
 # New run form widget -> TrainConfig field
-TRAIN_WIDGETS = {"tr_arch": "arch", "tr_size": "image_size", "tr_terms": "terms", "tr_epochs": "epochs",
-                 "tr_batch": "batch_size", "tr_lr": "lr", "tr_dim": "dim", "tr_cfdim": "cf_dim",
-                 "tr_seed": "seed", "tr_device": "device", "tr_max": "max_minutes",
-                 "tr_negatives": "negatives", "tr_in_batch": "in_batch", "tr_norm": "norm",
-                 "tr_theta_init": "theta_init", "tr_dropout": "dropout", "tr_lr_schedule": "lr_schedule",
-                 "tr_l2_cnn": "l2_cnn", "tr_l2_theta": "l2_theta", "tr_l2_cf": "l2_cf", "tr_patience": "patience"}
+TRAIN_WIDGETS = {
+    "tr_arch": "arch",
+    "tr_size": "image_size",
+    "tr_terms": "terms",
+    "tr_epochs": "epochs",
+    "tr_batch": "batch_size",
+    "tr_lr": "lr",
+    "tr_dim": "dim",
+    "tr_cfdim": "cf_dim",
+    "tr_seed": "seed",
+    "tr_device": "device",
+    "tr_max": "max_minutes",
+    "tr_negatives": "negatives",
+    "tr_in_batch": "in_batch",
+    "tr_norm": "norm",
+    "tr_theta_init": "theta_init",
+    "tr_dropout": "dropout",
+    "tr_lr_schedule": "lr_schedule",
+    "tr_l2_cnn": "l2_cnn",
+    "tr_l2_theta": "l2_theta",
+    "tr_l2_cf": "l2_cf",
+    "tr_patience": "patience",
+}
 
 
 def _widget_values(at: AppTest) -> dict:
@@ -388,8 +418,13 @@ def test_evaluate_shows_missing_values_as_na(monkeypatch):
     from ui import loaders
 
     monkeypatch.setattr(loaders, "baselines_ready", lambda split="test": True)
-    monkeypatch.setattr(loaders, "baselines", lambda split="test": {
-        "popularity": SimpleNamespace(metrics={"auc": 0.5, "auc_cold": float("nan"), "rr": 0.01})})
+    monkeypatch.setattr(
+        loaders,
+        "baselines",
+        lambda split="test": {
+            "popularity": SimpleNamespace(metrics={"auc": 0.5, "auc_cold": float("nan"), "rr": 0.01})
+        },
+    )
     at = ok(app("pages/evaluate.py"))
     table = at.dataframe[0].value
     assert list(table.index) == ["dvbpr", "popularity"]
@@ -418,15 +453,26 @@ def test_evaluate_shows_embedding_health():
 def test_evaluate_warns_about_a_collapsed_embedding(monkeypatch):
     from ui import loaders
 
-    report = {"items": 240, "K": 16, "participation_ratio": 2.5, "near_duplicate_threshold": 0.99,
-              "variance_share": {"1": 0.7, "3": 0.99, "5": 1.0, "10": 1.0}, "near_duplicate_share": 0.2,
-              "sample": 5000, "collapsed": True, "neighbour_agreement": {}}
+    report = {
+        "items": 240,
+        "K": 16,
+        "participation_ratio": 2.5,
+        "near_duplicate_threshold": 0.99,
+        "variance_share": {"1": 0.7, "3": 0.99, "5": 1.0, "10": 1.0},
+        "near_duplicate_share": 0.2,
+        "sample": 5000,
+        "collapsed": True,
+        "neighbour_agreement": {},
+    }
     monkeypatch.setattr(loaders, "embedding_report", lambda: report)
     at = ok(app("pages/evaluate.py"))
     assert any("looks collapsed" in w.value for w in at.warning)
     assert {m.label: m.value for m in at.metric}["Participation ratio"] == "2.5 of 16"
-    monkeypatch.setattr(loaders, "embedding_report", lambda: {**report, "participation_ratio": 12.0,
-                                                              "near_duplicate_share": 0.0, "collapsed": False})
+    monkeypatch.setattr(
+        loaders,
+        "embedding_report",
+        lambda: {**report, "participation_ratio": 12.0, "near_duplicate_share": 0.0, "collapsed": False},
+    )
     at = ok(app("pages/evaluate.py"))
     assert not any("looks collapsed" in w.value for w in at.warning)
 
@@ -456,8 +502,9 @@ def test_data_page_stats_and_import(roots, tmp_path):
 
 
 # ------------------------------------------------------------------------- error cases
-@pytest.mark.parametrize("page", ["pages/recommendations.py", "pages/embeddings.py", "pages/upload.py",
-                                  "pages/evaluate.py"])
+@pytest.mark.parametrize(
+    "page", ["pages/recommendations.py", "pages/embeddings.py", "pages/upload.py", "pages/evaluate.py"]
+)
 def test_missing_model_folder(page):
     at = ok(app(page, model="nope"))
     assert "No model in" in errors(at) and "train one on the Train page" in errors(at)
@@ -485,9 +532,13 @@ def test_error_hints_follow_the_error_class():
     changed = getattr(dvbpr_errors, "DatasetChangedError", dvbpr_errors.CheckpointError)
     device = getattr(dvbpr_errors, "DeviceUnavailableError", dvbpr_errors.TrainingError)
     assert ui_errors.hint_for(changed("the dataset changed since this model was trained")) == (
-        ui_errors.DATASET_CHANGED_HINT, "train")
+        ui_errors.DATASET_CHANGED_HINT,
+        "train",
+    )
     assert ui_errors.hint_for(device("CUDA was requested but no GPU is available here")) == (
-        ui_errors.DEVICE_HINT, None)
+        ui_errors.DEVICE_HINT,
+        None,
+    )
     assert ui_errors.hint_for(dvbpr_errors.CheckpointError("no checkpoint in x"))[1] == "train"
     assert ui_errors.hint_for(dvbpr_errors.DataError("bad row"))[1] == "data"
     assert ui_errors.hint_for(dvbpr_errors.ImageError("not an image")) == ("Use a JPEG, PNG or WebP image.", None)

@@ -10,14 +10,29 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-EXPECTED = {"train_vs_compute_bound", "train_vs_tutorial_pipeline", "train_vs_compute_bound_cnnf224",
-            "train_vs_tutorial_pipeline_cnnf224", "eval_vs_loop", "rank_users_p50_ms", "scale_items",
-            "scale_train_s", "scale_evaluate_peak_gib", "scale_recommend_p50_ms", "umap_default_s"}
+EXPECTED = {
+    "train_vs_compute_bound",
+    "train_vs_tutorial_pipeline",
+    "train_vs_compute_bound_cnnf224",
+    "train_vs_tutorial_pipeline_cnnf224",
+    "eval_vs_loop",
+    "rank_users_p50_ms",
+    "scale_items",
+    "scale_train_s",
+    "scale_evaluate_peak_gib",
+    "scale_recommend_p50_ms",
+    "umap_default_s",
+}
 
 
 def test_benchmark_suite_smoke(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--smoke", "--json", "--work-dir", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--smoke", "--json", "--work-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list) and rows

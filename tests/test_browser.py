@@ -70,8 +70,9 @@ def app_roots(tmp_path_factory, tiny_make_dataset, tiny_train_kwargs) -> dict[st
 
 @pytest.fixture(scope="module")
 def server(app_roots):
-    app = bb.AppServer(app_roots["data"], app_roots["models"], "default",
-                       log_path=app_roots["data"].parent / "streamlit.log")
+    app = bb.AppServer(
+        app_roots["data"], app_roots["models"], "default", log_path=app_roots["data"].parent / "streamlit.log"
+    )
     app.start(timeout=180)
     try:
         yield app
@@ -198,8 +199,12 @@ def test_upload(page, server, tmp_path):
     no_errors(page, server)
     since = bb.arm(page)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(png(tmp_path / "dress.png")))
-    bb.wait_idle(page, STEP_MS, since=since, until_js=(
-        "return document.querySelectorAll('[data-testid=\"stMain\"] .dv-row:not(.dv-head)').length > 0;"))
+    bb.wait_idle(
+        page,
+        STEP_MS,
+        since=since,
+        until_js=("return document.querySelectorAll('[data-testid=\"stMain\"] .dv-row:not(.dv-head)').length > 0;"),
+    )
     no_errors(page, server)
     assert "Users who would rank it highest" in bb.main_text(page)
     rows = page.locator('[data-testid="stMain"] .dv-row:not(.dv-head)')
@@ -216,12 +221,20 @@ def test_upload(page, server, tmp_path):
 
 def test_evaluate_and_data(page, server):
     bb.open_page(page, "Evaluate", SLOW_MS, bb.PAGE_READY_JS["Evaluate"])
-    bb.wait_idle(page, SLOW_MS, until_js=(
-        "return document.querySelector('[data-testid=\"stMain\"]').textContent.includes('bpr-mf');"))
+    bb.wait_idle(
+        page,
+        SLOW_MS,
+        until_js=("return document.querySelector('[data-testid=\"stMain\"]').textContent.includes('bpr-mf');"),
+    )
     no_errors(page, server)
     assert "Model and baselines" in bb.main_text(page)
-    assert page.locator('[data-testid="stMain"] [data-testid="stMetric"]').filter(has_text="Users evaluated") \
-        .inner_text().strip().endswith("40")
+    assert (
+        page.locator('[data-testid="stMain"] [data-testid="stMetric"]')
+        .filter(has_text="Users evaluated")
+        .inner_text()
+        .strip()
+        .endswith("40")
+    )
     bb.full_screenshot(page, SHOTS / "evaluate.png")
 
     bb.open_page(page, "Data", STEP_MS, bb.PAGE_READY_JS["Data"])
@@ -238,8 +251,14 @@ def test_train_a_run_and_make_it_active(page, server, app_roots):
     no_errors(page, server)
     form = page.locator('[data-testid="stForm"]').first
     assert "Detected: no CUDA GPU" in form.inner_text() or "CUDA available" in form.inner_text()
-    for key, value in (("tr_name", RUN), ("tr_epochs", "1"), ("tr_size", "32"), ("tr_batch", "16"),
-                       ("tr_dim", "8"), ("tr_cfdim", "8")):
+    for key, value in (
+        ("tr_name", RUN),
+        ("tr_epochs", "1"),
+        ("tr_size", "32"),
+        ("tr_batch", "16"),
+        ("tr_dim", "8"),
+        ("tr_cfdim", "8"),
+    ):
         field = bb.widget(page, key).locator("input")
         field.fill(value)
         field.press("Tab")  # commit the value (Enter would submit the form)
@@ -289,9 +308,15 @@ def test_train_a_run_and_make_it_active(page, server, app_roots):
     bb.select_option(page, "tr_use_pick", RUN)
     since = bb.arm(page)
     bb.widget(page, "tr_use").locator("button").click()
-    bb.wait_idle(page, STEP_MS, since=since, until_js=(
-        "const i = document.querySelector('.st-key-_sidebar_model input');"
-        f"return !!i && i.value === {json.dumps(RUN)};"))
+    bb.wait_idle(
+        page,
+        STEP_MS,
+        since=since,
+        until_js=(
+            "const i = document.querySelector('.st-key-_sidebar_model input');"
+            f"return !!i && i.value === {json.dumps(RUN)};"
+        ),
+    )
     no_errors(page, server)
     assert bb.selectbox_value(page, "_sidebar_model") == RUN
     sidebar = page.locator('[data-testid="stSidebar"]').inner_text()

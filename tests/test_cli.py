@@ -68,8 +68,7 @@ def test_train_flags_cover_every_training_option() -> None:
 # --- errors ---------------------------------------------------------------------------------
 
 
-def test_errors_are_one_line_on_stderr_with_status_2(capsys, tiny_run: Path, tiny_data: Path,
-                                                     tmp_path: Path) -> None:
+def test_errors_are_one_line_on_stderr_with_status_2(capsys, tiny_run: Path, tiny_data: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "interactions.csv").write_text("user_id,item_id\nu1\n")
@@ -86,8 +85,10 @@ def test_errors_are_one_line_on_stderr_with_status_2(capsys, tiny_run: Path, tin
         (["train", "--data", bad, "--out", tmp_path / "r3", "--lr", "-1"], "learning rate"),
         (["train", "--data", bad, "--out", tmp_path / "r4", "--log-every", "0"], "log interval"),
         (["similar", tiny_run, "--item", "i1", "-k", "0", "--device", "cpu"], "k must be at least 1"),
-        (["rank-users", tiny_run, tiny_data / "images" / "i1.png", "-k", "-2", "--device", "cpu"],
-         "k must be at least 1"),
+        (
+            ["rank-users", tiny_run, tiny_data / "images" / "i1.png", "-k", "-2", "--device", "cpu"],
+            "k must be at least 1",
+        ),
         (["recommend", tiny_run, "--user", "u0", "-k", "0", "--device", "cpu"], "k must be at least 1"),
     ]
     for argv, needle in cases:
@@ -101,8 +102,13 @@ def test_errors_are_one_line_on_stderr_with_status_2(capsys, tiny_run: Path, tin
 
 
 def test_real_entry_point_exits_2_without_traceback(tiny_run: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "dvbpr", "recommend", str(tiny_run), "--user", "ghost",
-                          "--device", "cpu"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dvbpr", "recommend", str(tiny_run), "--user", "ghost", "--device", "cpu"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == "error: unknown user 'ghost'"
@@ -127,8 +133,9 @@ def test_recommend_json_lists_ranked_items(capsys, tiny_run: Path, tiny_rec) -> 
     assert len(seen["items"]) == 48
 
 
-def test_precompute_caches_every_users_top_list(capsys, tiny_run: Path, tiny_data: Path, tiny_copy,
-                                                monkeypatch) -> None:
+def test_precompute_caches_every_users_top_list(
+    capsys, tiny_run: Path, tiny_data: Path, tiny_copy, monkeypatch
+) -> None:
     import dvbpr.recommender as recommender
 
     monkeypatch.setattr(recommender, "AUTO_TOP_LIST_SCORES", 0)  # as if the catalogue were large
@@ -151,14 +158,18 @@ def test_rank_users_and_similar_json(capsys, tiny_run: Path, tiny_data: Path, ti
         code, out, _ = run_cli(capsys, "similar", tiny_run, *query, "-k", "3", "--json", "--device", "cpu")
         assert code == 0
         items = json.loads(out)["items"]
-        assert len(items) == 3 and [r["similarity"] for r in items] == sorted((r["similarity"] for r in items),
-                                                                              reverse=True)
-    assert "i6" not in [r["item_id"] for r in json.loads(run_cli(
-        capsys, "similar", tiny_run, "--item", "i6", "-k", "47", "--json", "--device", "cpu")[1])["items"]]
+        assert len(items) == 3 and [r["similarity"] for r in items] == sorted(
+            (r["similarity"] for r in items), reverse=True
+        )
+    assert "i6" not in [
+        r["item_id"]
+        for r in json.loads(
+            run_cli(capsys, "similar", tiny_run, "--item", "i6", "-k", "47", "--json", "--device", "cpu")[1]
+        )["items"]
+    ]
 
 
-def test_evaluate_agrees_with_an_independent_computation_from_rankings(capsys, tiny_run: Path,
-                                                                       tiny_data: Path) -> None:
+def test_evaluate_agrees_with_an_independent_computation_from_rankings(capsys, tiny_run: Path, tiny_data: Path) -> None:
     code, out, _ = run_cli(capsys, "evaluate", tiny_run, "--json", "--device", "cpu")
     assert code == 0
     reported = json.loads(out)["dvbpr"]
@@ -170,9 +181,9 @@ def test_evaluate_agrees_with_an_independent_computation_from_rankings(capsys, t
     for u, user in enumerate(dataset.users.ids):
         ranking = recommend_json(capsys, tiny_run, user, "-k", str(dataset.n_items))["items"]
         # recommend drops training items; evaluation on test also drops the validation items
-        val = set(dataset.items.to_ids(val_idx[val_ptr[u]:val_ptr[u + 1]]))
+        val = set(dataset.items.to_ids(val_idx[val_ptr[u] : val_ptr[u + 1]]))
         scores = {r["item_id"]: r["score"] for r in ranking if r["item_id"] not in val}
-        (target,) = dataset.items.to_ids(test_idx[test_ptr[u]:test_ptr[u + 1]])
+        (target,) = dataset.items.to_ids(test_idx[test_ptr[u] : test_ptr[u + 1]])
         others = np.array([s for i, s in scores.items() if i != target])
         rank = 1 + int((others >= scores[target]).sum())  # ties count against the target
         per_user["auc"].append(float((others < scores[target]).mean()))
@@ -186,8 +197,9 @@ def test_evaluate_agrees_with_an_independent_computation_from_rankings(capsys, t
 
 def test_evaluate_baselines_per_user_csv_and_cutoffs(capsys, tiny_run: Path, tmp_path: Path) -> None:
     csv_path = tmp_path / "per_user.csv"
-    code, out, _ = run_cli(capsys, "evaluate", tiny_run, "--json", "--device", "cpu", "--baselines",
-                           "--per-user", csv_path, "--k", "5,10")
+    code, out, _ = run_cli(
+        capsys, "evaluate", tiny_run, "--json", "--device", "cpu", "--baselines", "--per-user", csv_path, "--k", "5,10"
+    )
     assert code == 0
     table = json.loads(out)
     assert set(table) == {"dvbpr", "popularity", "bpr-mf"}

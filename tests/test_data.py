@@ -165,9 +165,7 @@ def test_overlap_of_test_with_train_is_warned(tmp_path: Path) -> None:
 
 def test_items_csv_order_titles_categories_and_extra_items(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    make_tiny_dataset(
-        root, interactions=interactions("u0:i9", "u0:i1", "u0:x"), n_items=3, items_csv=False
-    )
+    make_tiny_dataset(root, interactions=interactions("u0:i9", "u0:i1", "u0:x"), n_items=3, items_csv=False)
     write_csv(root / "items.csv", [
         {"item_id": "i2", "category": "bags", "title": "", "price": "9"},
         {"item_id": "i1", "category": "", "title": "Red shoe"},
@@ -181,9 +179,7 @@ def test_items_csv_order_titles_categories_and_extra_items(tmp_path: Path) -> No
     assert ds.item_categories == ["bags", "", "bags", "", ""]
     assert [p.name for p in ds.image_paths] == ["i2.png", "i1.png", "i0.png", "i9.webp", "x.JPEG"]
     assert all(p.is_absolute() for p in ds.image_paths)
-    assert any(
-        "2 item(s) appear in interactions.csv but not in items.csv" in w for w in ds.warnings
-    )
+    assert any("2 item(s) appear in interactions.csv but not in items.csv" in w for w in ds.warnings)
 
 
 def test_image_column_paths_and_extension_preference(tmp_path: Path) -> None:
@@ -202,9 +198,7 @@ def test_image_column_paths_and_extension_preference(tmp_path: Path) -> None:
 
 
 def test_info_on_hand_built_dataset(tmp_path: Path) -> None:
-    root = make_tiny_dataset(
-        tmp_path / "shop", n_users=3, n_items=5, per_user=3, categories=("a", "b", "", "a", "c")
-    )
+    root = make_tiny_dataset(tmp_path / "shop", n_users=3, n_items=5, per_user=3, categories=("a", "b", "", "a", "c"))
     info = load_dataset(root).info()
     assert set(info) == {
         "name", "path", "users", "items", "interactions", "train", "validation", "test",
@@ -286,9 +280,7 @@ def test_idmap_round_trip_and_unknown_ids() -> None:
     with pytest.raises(UnknownIdError) as exc:
         m.index("z")
     assert str(exc.value) == "unknown item 'z'"
-    with pytest.raises(
-        UnknownIdError, match=r"unknown item ids 'x', 'y' \(2 distinct unknown among 4\)"
-    ):
+    with pytest.raises(UnknownIdError, match=r"unknown item ids 'x', 'y' \(2 distinct unknown among 4\)"):
         m.indices(["a", "x", "y", "x"])
     with pytest.raises(IndexError):
         m.id(3)

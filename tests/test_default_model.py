@@ -40,8 +40,9 @@ def test_single_colour_users_get_their_colour(rec: Recommender, tastes: dict) ->
     assert len(users) > 100
     item_colour = {i: t["colour"] for i, t in tastes["items"].items()}
     ids, _ = rec.recommend_batch(users, k=20)
-    shares = np.array([np.mean([item_colour[i] == tastes["users"][u]["colours"][0] for i in top])
-                       for u, top in zip(users, ids)])
+    shares = np.array(
+        [np.mean([item_colour[i] == tastes["users"][u]["colours"][0] for i in top]) for u, top in zip(users, ids)]
+    )
     assert shares.mean() >= 0.60, f"mean share of the user's colour in the top 20: {shares.mean():.3f}"
 
 

@@ -34,9 +34,19 @@ from dvbpr.model import CNNF
 from tests.conftest import is_red, make_community_dataset
 from tests.helpers import make_tiny_dataset, write_csv
 
-REPORT_KEYS = {"items", "K", "participation_ratio", "variance_share", "near_duplicate_threshold",
-               "near_duplicate_share", "sample", "collapsed", "neighbour_agreement", "dead_units",
-               "dead_unit_images"}
+REPORT_KEYS = {
+    "items",
+    "K",
+    "participation_ratio",
+    "variance_share",
+    "near_duplicate_threshold",
+    "near_duplicate_share",
+    "sample",
+    "collapsed",
+    "neighbour_agreement",
+    "dead_units",
+    "dead_unit_images",
+}
 
 
 # --- spectrum ----------------------------------------------------------------------------------
@@ -171,10 +181,16 @@ def test_taste_attribute_plural_to_singular() -> None:
 
 
 def test_taste_lifts_by_hand() -> None:
-    items = {"i1": {"colour": "red", "category": "tops"}, "i2": {"colour": "red", "category": "shoes"},
-             "i3": {"colour": "blue", "category": "tops"}, "i4": {"colour": "green", "category": "bags"}}
-    tastes = {"u1": {"colours": ["red"], "categories": ["tops"], "community": 3},
-              "u2": {"colours": ["blue", "green"], "categories": [], "sizes": ["xl"]}}
+    items = {
+        "i1": {"colour": "red", "category": "tops"},
+        "i2": {"colour": "red", "category": "shoes"},
+        "i3": {"colour": "blue", "category": "tops"},
+        "i4": {"colour": "green", "category": "bags"},
+    }
+    tastes = {
+        "u1": {"colours": ["red"], "categories": ["tops"], "community": 3},
+        "u2": {"colours": ["blue", "green"], "categories": [], "sizes": ["xl"]},
+    }
     top = {"u1": ["i1", "i2"], "u2": ["i3", "i1"]}
     train = {"u1": ["i1", "i3"], "u2": ["i4"]}
     lifts = taste_lifts(top, train, tastes, items)
@@ -213,8 +229,13 @@ def test_dead_units_counts_units_that_never_fire() -> None:
 
 def test_item_table_keeps_every_items_csv_column(tmp_path: Path) -> None:
     root = make_tiny_dataset(tmp_path / "d", n_items=4, n_users=3)
-    write_csv(root / "items.csv", [{"item_id": f" i{j} ", "category": "tops", "title": f"T{j}",
-                                    "Colour": ["red", "blue", " red "][j]} for j in range(3)])
+    write_csv(
+        root / "items.csv",
+        [
+            {"item_id": f" i{j} ", "category": "tops", "title": f"T{j}", "Colour": ["red", "blue", " red "][j]}
+            for j in range(3)
+        ],
+    )
     ds = load_dataset(root)  # i3 appears in interactions only
     table = ds.item_table()
     assert set(table) == {"item_id", "category", "title", "colour"}
@@ -238,23 +259,34 @@ def _fake_rec(root: Path, phi: np.ndarray) -> SimpleNamespace:
 
     def user_history(user):
         u = ds.users.index(user)
-        return ds.items.to_ids(train_idx[train_ptr[u]:train_ptr[u + 1]])
+        return ds.items.to_ids(train_idx[train_ptr[u] : train_ptr[u + 1]])
 
     cnn = CNNF(phi.shape[1], 32, small=True, norm=True)
-    return SimpleNamespace(dataset=ds, phi=torch.as_tensor(phi, dtype=torch.float32),
-                           recommend_batch=recommend_batch, user_history=user_history,
-                           model=SimpleNamespace(cnn=cnn), store=ImageStore.open(ds, 32, progress=False),
-                           device=torch.device("cpu"))
+    return SimpleNamespace(
+        dataset=ds,
+        phi=torch.as_tensor(phi, dtype=torch.float32),
+        recommend_batch=recommend_batch,
+        user_history=user_history,
+        model=SimpleNamespace(cnn=cnn),
+        store=ImageStore.open(ds, 32, progress=False),
+        device=torch.device("cpu"),
+    )
 
 
 def test_embedding_report_flags_a_collapsed_embedding(tmp_path: Path) -> None:
     root = make_community_dataset(tmp_path / "data")
     ds = load_dataset(root)
     colour = np.array(["red" if c == "red" else "blue" for c in ds.item_categories])
-    (root / "hidden_tastes.json").write_text(json.dumps({
-        "users": {u: {"colours": ["red" if int(u[1:]) % 2 == 0 else "blue"], "community": 0}
-                  for u in ds.users.ids},
-        "items": {i: {"colour": str(c), "cold": False} for i, c in zip(ds.items.ids, colour)}}))
+    (root / "hidden_tastes.json").write_text(
+        json.dumps(
+            {
+                "users": {
+                    u: {"colours": ["red" if int(u[1:]) % 2 == 0 else "blue"], "community": 0} for u in ds.users.ids
+                },
+                "items": {i: {"colour": str(c), "cold": False} for i, c in zip(ds.items.ids, colour)},
+            }
+        )
+    )
     rng = np.random.default_rng(0)
     K, n = 32, ds.n_items
     healthy = rng.normal(size=(n, K))

@@ -23,16 +23,29 @@ def tiny_run(tmp_path_factory) -> Path:
     from dvbpr.synth import SynthConfig, make_dataset
 
     base = tmp_path_factory.mktemp("embedmap")
-    data = make_dataset(base / "data", SynthConfig(n_items=120, n_users=40, mean_interactions=6,
-                                                   image_size=48), progress=False)
+    data = make_dataset(
+        base / "data", SynthConfig(n_items=120, n_users=40, mean_interactions=6, image_size=48), progress=False
+    )
     ds = load_dataset(data)
     torch.manual_seed(0)
-    model = DVBPR(ModelConfig(n_users=ds.n_users, n_items=ds.n_items, arch="cnnf-small", image_size=32,
-                              dim=8, cf_dim=4, terms="full"))
+    model = DVBPR(
+        ModelConfig(
+            n_users=ds.n_users, n_items=ds.n_items, arch="cnnf-small", image_size=32, dim=8, cf_dim=4, terms="full"
+        )
+    )
     run = base / "run"
-    save_checkpoint(run / "best.pt", model, train_config={"data": str(data)}, user_ids=ds.users.ids,
-                    item_ids=ds.items.ids, cold_items=torch.as_tensor(ds.cold_items),
-                    dataset_signature=dataset_signature(ds), epoch=0, step=0, metrics={})
+    save_checkpoint(
+        run / "best.pt",
+        model,
+        train_config={"data": str(data)},
+        user_ids=ds.users.ids,
+        item_ids=ds.items.ids,
+        cold_items=torch.as_tensor(ds.cold_items),
+        dataset_signature=dataset_signature(ds),
+        epoch=0,
+        step=0,
+        metrics={},
+    )
     return run
 
 
@@ -94,11 +107,15 @@ def test_status_of_a_dead_job_is_failed(tiny_run, tmp_path):
     from dvbpr.fsutil import atomic_write_json
 
     # a pid that cannot exist and no lock held: the job died
-    atomic_write_json(other / "cache" / f"umap_{key}.progress.json",
-                      {"state": "running", "fraction": 0.3, "message": "fitting", "pid": 2 ** 22 + 17})
+    atomic_write_json(
+        other / "cache" / f"umap_{key}.progress.json",
+        {"state": "running", "fraction": 0.3, "message": "fitting", "pid": 2**22 + 17},
+    )
     assert embedmap.map_status(other)["state"] == "failed"
-    atomic_write_json(other / "cache" / f"umap_{key}.progress.json",
-                      {"state": "running", "fraction": 0.3, "message": "fitting", "pid": os.getpid()})
+    atomic_write_json(
+        other / "cache" / f"umap_{key}.progress.json",
+        {"state": "running", "fraction": 0.3, "message": "fitting", "pid": os.getpid()},
+    )
     assert embedmap.map_status(other)["state"] == "running"
 
 
@@ -111,6 +128,11 @@ def test_cli_help():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "dvbpr.embedmap", "--help"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dvbpr.embedmap", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+    )
     assert out.returncode == 0 and "RUN_DIR" in out.stdout

@@ -27,9 +27,11 @@ from dvbpr.emoji import EmojiConfig, make_emoji_dataset, taste_lifts
 from dvbpr.errors import DataError
 from dvbpr.synth import COMPLETE_MARKER
 
-CATEGORIES = {"Smileys & Emotion": ["face-smiling", "face-affection"],
-              "Animals & Nature": ["animal-mammal", "animal-bird"],
-              "Food & Drink": ["food-fruit", "food-sweet"]}
+CATEGORIES = {
+    "Smileys & Emotion": ["face-smiling", "face-affection"],
+    "Animals & Nature": ["animal-mammal", "animal-bird"],
+    "Food & Drink": ["food-fruit", "food-sweet"],
+}
 N_ENTRIES = 42  # 7 per subcategory
 SKIN_TONES = ["1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"]
 CONFIG = EmojiConfig(n_users=120, seed=5)
@@ -54,13 +56,25 @@ def _entries() -> list[dict]:
     for k in range(N_ENTRIES):
         category, subcategory = subs[k % len(subs)]
         unified = f"1F{0x600 + k:03X}"
-        entry = {"name": f"TEST EMOJI {k}", "short_name": f"test_{k}", "unified": unified,
-                 "image": f"{unified.lower()}.png", "category": category, "subcategory": subcategory,
-                 "sort_order": N_ENTRIES - k, "has_img_google": k != 7}
+        entry = {
+            "name": f"TEST EMOJI {k}",
+            "short_name": f"test_{k}",
+            "unified": unified,
+            "image": f"{unified.lower()}.png",
+            "category": category,
+            "subcategory": subcategory,
+            "sort_order": N_ENTRIES - k,
+            "has_img_google": k != 7,
+        }
         if k < 2:
             entry["skin_variations"] = {
-                tone: {"unified": f"{unified}-{tone}", "image": f"{unified.lower()}-{tone.lower()}.png",
-                       "has_img_google": True} for tone in SKIN_TONES}
+                tone: {
+                    "unified": f"{unified}-{tone}",
+                    "image": f"{unified.lower()}-{tone.lower()}.png",
+                    "has_img_google": True,
+                }
+                for tone in SKIN_TONES
+            }
         entries.append(entry)
     return entries
 
@@ -71,14 +85,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def make_package(path: Path, entries: list[dict] | None = None, *, with_json: bool = True,
-                 broken_image: str | None = None) -> Path:
+def make_package(
+    path: Path, entries: list[dict] | None = None, *, with_json: bool = True, broken_image: str | None = None
+) -> Path:
     """A .tgz laid out like emoji-datasource-google's, with an image for every flagged emoji
     except entry 9 (flagged, but its PNG is left out)."""
     entries = _entries() if entries is None else entries
     with tarfile.open(path, "w:gz") as tar:
-        _add(tar, "package/package.json", json.dumps({"name": "emoji-datasource-google",
-                                                      "version": "16.0.0"}).encode())
+        _add(tar, "package/package.json", json.dumps({"name": "emoji-datasource-google", "version": "16.0.0"}).encode())
         if with_json:
             _add(tar, "package/emoji.json", json.dumps(entries).encode())
         _add(tar, "../escape.png", _png((1, 2, 3), 255))  # never read, never written anywhere
@@ -88,13 +102,13 @@ def make_package(path: Path, entries: list[dict] | None = None, *, with_json: bo
             if not entry.get("has_img_google") or k == 9:
                 continue
             # the colour names the subcategory; the alpha varies, so every image differs
-            base = np.array([(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40),
-                             (200, 40, 200), (40, 200, 200)])[subs.index(entry["subcategory"])]
+            base = np.array(
+                [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40, 200), (40, 200, 200)]
+            )[subs.index(entry["subcategory"])]
             variants = [entry] + list(entry.get("skin_variations", {}).values())
             for j, variant in enumerate(variants):
                 name = variant["image"]
-                data = b"not a png" if name == broken_image else _png(tuple(int(c) for c in base - 5 * j),
-                                                                      120 + 3 * k)
+                data = b"not a png" if name == broken_image else _png(tuple(int(c) for c in base - 5 * j), 120 + 3 * k)
                 _add(tar, f"package/img/google/64/{name}", data)
     return path
 
@@ -109,8 +123,7 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, package: Path) -> Path:
-    return make_emoji_dataset(tmp_path_factory.mktemp("emoji") / "emoji", CONFIG, package=package,
-                              progress=False)
+    return make_emoji_dataset(tmp_path_factory.mktemp("emoji") / "emoji", CONFIG, package=package, progress=False)
 
 
 def _with_split(inter: pd.DataFrame) -> pd.DataFrame:
@@ -253,12 +266,12 @@ def test_npm_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]
 
 
-def test_cli_downloads_with_npm(tmp_path: Path, package: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture) -> None:
+def test_cli_downloads_with_npm(
+    tmp_path: Path, package: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """Without --package, `npm pack SPEC --pack-destination DIR` is run and its tarball used."""
     log = tmp_path / "npm-args.txt"
-    _fake_npm(tmp_path / "bin", f'echo "$@" > "{log}"\n'
-                                f'cp "{package}" "$4/emoji-datasource-google-16.0.0.tgz"\n')
+    _fake_npm(tmp_path / "bin", f'echo "$@" > "{log}"\ncp "{package}" "$4/emoji-datasource-google-16.0.0.tgz"\n')
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "cli"
     assert main(["make-emoji", "--out", str(out), "--users", "50", "--seed", "2"]) == 0
@@ -322,11 +335,14 @@ def test_refuses_to_replace_other_folders(tmp_path: Path, package: Path) -> None
     assert precious.read_text() == "keep me"
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"n_users": 3}, "n_users must be at least 10"),
-    ({"seed": -1}, "seed must be >= 0"),
-    ({"n_users": 10, "cold_fraction": 0.5}, "too few users"),  # 24 cold items, 10 users
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"n_users": 3}, "n_users must be at least 10"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"n_users": 10, "cold_fraction": 0.5}, "too few users"),  # 24 cold items, 10 users
+    ],
+)
 def test_invalid_config(change: dict, message: str, tmp_path: Path, package: Path) -> None:
     with pytest.raises(DataError, match=message):
         make_emoji_dataset(tmp_path / "bad", replace(CONFIG, **change), package=package, progress=False)

@@ -96,11 +96,7 @@ def test_large_jpeg_matches_colour_and_shape(tmp_path: Path) -> None:
     halves((800, 400)).save(path, quality=95)  # large enough for a reduced-scale decode
     out = load_image(path, 64)
     assert out.shape == (64, 64, 3)
-    assert (
-        close(out[32, 5], RED, tol=20)
-        and close(out[32, 58], BLUE, tol=20)
-        and (out[:14] == 255).all()
-    )
+    assert close(out[32, 5], RED, tol=20) and close(out[32, 58], BLUE, tol=20) and (out[:14] == 255).all()
 
 
 def test_text_file_named_jpg_is_an_image_error_naming_it(tmp_path: Path) -> None:
@@ -112,9 +108,7 @@ def test_text_file_named_jpg_is_an_image_error_naming_it(tmp_path: Path) -> None
         load_image(b"garbage", 8, name="upload.png")
 
 
-def test_truncated_missing_unsupported_and_bomb_images(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_truncated_missing_unsupported_and_bomb_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     full = tmp_path / "full.jpg"
     Image.effect_noise((64, 64), 50).convert("RGB").save(full, quality=95)
     cut = tmp_path / "cut.jpg"
@@ -137,9 +131,7 @@ def test_to_model_input_range_layout_and_dtype() -> None:
     x = to_model_input(batch)
     assert x.shape == (2, 3, 3, 5) and x.dtype == torch.float32
     assert x.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(x[:, 0], torch.tensor(-1.0)) and torch.allclose(
-        x[:, 1], torch.tensor(1.0)
-    )
+    assert torch.allclose(x[:, 0], torch.tensor(-1.0)) and torch.allclose(x[:, 1], torch.tensor(1.0))
     assert torch.allclose(x[:, 2], torch.tensor(51 / 127.5 - 1))
     assert to_model_input(batch, torch.float16).dtype == torch.float16
     with pytest.raises(ValueError):
@@ -151,17 +143,13 @@ def test_to_model_input_range_layout_and_dtype() -> None:
 
 @pytest.fixture
 def dataset_root(tmp_path: Path) -> Path:
-    return make_tiny_dataset(
-        tmp_path / "ds", n_users=5, n_items=9, image_format="jpg", image_size=(20, 12)
-    )
+    return make_tiny_dataset(tmp_path / "ds", n_users=5, n_items=9, image_format="jpg", image_size=(20, 12))
 
 
 def test_store_matches_load_image_and_batches(dataset_root: Path) -> None:
     ds = load_dataset(dataset_root)
     calls: list[tuple[float, str]] = []
-    store = ImageStore.open(
-        ds, 16, progress=False, progress_callback=lambda f, m: calls.append((f, m)), workers=2
-    )
+    store = ImageStore.open(ds, 16, progress=False, progress_callback=lambda f, m: calls.append((f, m)), workers=2)
     assert len(store) == 9 and store.size == 16
     assert store.array.shape == (9, 16, 16, 3) and not store.array.flags.writeable
     expected = np.stack([load_image(p, 16) for p in ds.image_paths])
@@ -176,9 +164,7 @@ def test_store_matches_load_image_and_batches(dataset_root: Path) -> None:
         assert (batch.numpy() == expected[[4, 0, 4]]).all()
 
     serial = tuple(ImageStore.open(ds, 12, progress=False, workers=1).array)
-    parallel = tuple(
-        ImageStore.open(load_dataset(dataset_root), 12, progress=False, workers=3).array
-    )
+    parallel = tuple(ImageStore.open(load_dataset(dataset_root), 12, progress=False, workers=3).array)
     assert all((a == b).all() for a, b in zip(serial, parallel))
 
 

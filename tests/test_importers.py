@@ -54,6 +54,7 @@ def kang_parts(str_keys: frozenset[int] = frozenset({1, 5})) -> list[Any]:
     validation is a single dict for even users and a list of one dict for odd ones. Item i has
     category i % 3, except item 3 (no 'c') and item 6 (an all-zero 'c').
     """
+
     def key(name: str, use_str: bool) -> str | bytes:
         return name if use_str else name.encode()
 
@@ -62,8 +63,7 @@ def kang_parts(str_keys: frozenset[int] = frozenset({1, 5})) -> list[Any]:
 
     user_train = {u: [row(u, (u + k) % N_ITEMS) for k in range(3)] for u in range(N_USERS)}
     user_validation = {
-        u: row(u, (u + 3) % N_ITEMS) if u % 2 == 0 else [row(u, (u + 3) % N_ITEMS)]
-        for u in range(N_USERS)
+        u: row(u, (u + 3) % N_ITEMS) if u % 2 == 0 else [row(u, (u + 3) % N_ITEMS)] for u in range(N_USERS)
     }
     user_test = {u: [row(u, (u + 4) % N_ITEMS)] for u in range(N_USERS)}
     items = {}
@@ -77,6 +77,7 @@ def kang_parts(str_keys: frozenset[int] = frozenset({1, 5})) -> list[Any]:
 
 def expected_splits(parts: list[Any]) -> dict[str, list[tuple[str, str]]]:
     """The shipped split as (user id, item id) pairs, in the order the importer writes them."""
+
     def pairs(per_user: dict) -> list[tuple[str, str]]:
         out = []
         for u in range(N_USERS):
@@ -115,8 +116,7 @@ class _Python2Pickler(pickle._Pickler):  # type: ignore[name-defined]  # the pur
 def save_python2_kang(path: Path, parts: list[Any]) -> Path:
     """A .npy file with a protocol-2 pickle whose byte strings are Python 2 str."""
     arr = object_array(parts)
-    header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False,
-              "shape": arr.shape}
+    header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": arr.shape}
     with path.open("wb") as fh:
         np.lib.format.write_array_header_1_0(fh, header)
         _Python2Pickler(fh, protocol=2).dump(arr)
@@ -148,8 +148,7 @@ def test_kang_refuses_without_trust_pickle_and_loads_nothing(tmp_path: Path) -> 
 
 def test_kang_keeps_the_shipped_split_exactly(tmp_path: Path) -> None:
     parts = kang_parts()
-    out = import_kang_npy(save_kang(tmp_path / "f.npy", parts), tmp_path / "out",
-                          trust_pickle=True, progress=False)
+    out = import_kang_npy(save_kang(tmp_path / "f.npy", parts), tmp_path / "out", trust_pickle=True, progress=False)
     assert out == tmp_path / "out"
     ds = load_dataset(out)
     for split, pairs in expected_splits(parts).items():
@@ -160,8 +159,9 @@ def test_kang_keeps_the_shipped_split_exactly(tmp_path: Path) -> None:
 
 
 def test_kang_writes_image_bytes_unchanged(tmp_path: Path) -> None:
-    out = import_kang_npy(save_kang(tmp_path / "f.npy", kang_parts()), tmp_path / "out",
-                          trust_pickle=True, progress=False)
+    out = import_kang_npy(
+        save_kang(tmp_path / "f.npy", kang_parts()), tmp_path / "out", trust_pickle=True, progress=False
+    )
     ds = load_dataset(out)
     for i, path in enumerate(ds.image_paths):
         assert path == out / "images" / f"{i}.jpg"
@@ -169,8 +169,9 @@ def test_kang_writes_image_bytes_unchanged(tmp_path: Path) -> None:
 
 
 def test_kang_categories_come_from_the_one_hot(tmp_path: Path) -> None:
-    out = import_kang_npy(save_kang(tmp_path / "f.npy", kang_parts()), tmp_path / "out",
-                          trust_pickle=True, progress=False)
+    out = import_kang_npy(
+        save_kang(tmp_path / "f.npy", kang_parts()), tmp_path / "out", trust_pickle=True, progress=False
+    )
     expected = [f"c{i % 3}" for i in range(N_ITEMS)]
     expected[3] = expected[6] = ""  # no 'c', and an all-zero one
     assert load_dataset(out).item_categories == expected
@@ -195,8 +196,9 @@ def test_kang_missing_image_bytes_are_listed_and_nothing_is_written(tmp_path: Pa
     parts[3][2][b"imgs"] = b""
     del parts[3][4][b"imgs"]
     del parts[3][7]  # no entry at all
-    message = import_error(import_kang_npy, save_kang(tmp_path / "f.npy", parts),
-                           tmp_path / "out", trust_pickle=True, progress=False)
+    message = import_error(
+        import_kang_npy, save_kang(tmp_path / "f.npy", parts), tmp_path / "out", trust_pickle=True, progress=False
+    )
     assert "3 of 8 item(s) have no image bytes" in message
     assert "items 2, 4, 7" in message and "--skip-missing-images" in message
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
@@ -206,9 +208,14 @@ def test_kang_skip_missing_images_drops_them_and_counts(tmp_path: Path) -> None:
     parts = kang_parts()
     parts[3][2][b"imgs"] = b""
     messages: list[str] = []
-    out = import_kang_npy(save_kang(tmp_path / "f.npy", parts), tmp_path / "out",
-                          trust_pickle=True, progress=False, skip_missing_images=True,
-                          progress_callback=lambda fraction, message: messages.append(message))
+    out = import_kang_npy(
+        save_kang(tmp_path / "f.npy", parts),
+        tmp_path / "out",
+        trust_pickle=True,
+        progress=False,
+        skip_missing_images=True,
+        progress_callback=lambda fraction, message: messages.append(message),
+    )
     ds = load_dataset(out)
     assert "2" not in ds.items.ids and len(ds.items) == N_ITEMS - 1
     expected = expected_splits(parts)
@@ -233,8 +240,7 @@ def test_kang_refuses_a_non_empty_out_dir_but_fills_an_empty_one(tmp_path: Path)
     assert "refusing to write into" in message and str(busy) in message
     assert [p.name for p in busy.iterdir()] == ["notes.txt"]
     (tmp_path / "empty").mkdir()
-    assert load_dataset(import_kang_npy(path, tmp_path / "empty", trust_pickle=True,
-                                        progress=False)).n_users == N_USERS
+    assert load_dataset(import_kang_npy(path, tmp_path / "empty", trust_pickle=True, progress=False)).n_users == N_USERS
 
 
 def test_kang_interrupted_import_leaves_no_partial_folder(tmp_path: Path) -> None:
@@ -244,20 +250,21 @@ def test_kang_interrupted_import_leaves_no_partial_folder(tmp_path: Path) -> Non
 
     path = save_kang(tmp_path / "f.npy", kang_parts())
     with pytest.raises(KeyboardInterrupt):
-        import_kang_npy(path, tmp_path / "out", trust_pickle=True, progress=False,
-                        progress_callback=interrupt)
+        import_kang_npy(path, tmp_path / "out", trust_pickle=True, progress=False, progress_callback=interrupt)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
 def test_kang_malformed_files_are_named(tmp_path: Path) -> None:
     parts = kang_parts()
     parts[2][1] = [{"productid": 99}]
-    message = import_error(import_kang_npy, save_kang(tmp_path / "bad.npy", parts),
-                           tmp_path / "out", trust_pickle=True, progress=False)
+    message = import_error(
+        import_kang_npy, save_kang(tmp_path / "bad.npy", parts), tmp_path / "out", trust_pickle=True, progress=False
+    )
     assert "user 1 (test) entry 0" in message and "found 99" in message
     np.save(tmp_path / "numbers.npy", np.arange(6))
-    message = import_error(import_kang_npy, tmp_path / "numbers.npy", tmp_path / "out",
-                           trust_pickle=True, progress=False)
+    message = import_error(
+        import_kang_npy, tmp_path / "numbers.npy", tmp_path / "out", trust_pickle=True, progress=False
+    )
     assert "expected a pickled list" in message
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
@@ -273,9 +280,12 @@ def visrec_images(folder: Path, item_ids: list[str], skip: tuple[str, ...] = ())
 
 
 WIKI_ROWS = [  # user_id,item_id,timestamp,evaluation: the held-out row is not the last one
-    ("7", "101", "1500000000", "False"), ("7", "102", "1500000100", "False"),
-    ("7", "103", "1500000200", "True"), ("7", "104", "1500000300", "False"),
-    ("9", "102", "1500000050", "False"), ("9", "105", "1500000060", "True"),
+    ("7", "101", "1500000000", "False"),
+    ("7", "102", "1500000100", "False"),
+    ("7", "103", "1500000200", "True"),
+    ("7", "104", "1500000300", "False"),
+    ("9", "102", "1500000050", "False"),
+    ("9", "105", "1500000060", "True"),
 ]
 WIKI_ITEMS = ["101", "102", "103", "104", "105"]
 
@@ -317,14 +327,18 @@ def test_visrec_invalid_rows_are_reported_with_the_source_file(tmp_path: Path) -
 def test_visrec_unwritable_out_dir_is_a_data_error(tmp_path: Path) -> None:
     csv_path, images = write_wikimedia(tmp_path)
     (tmp_path / "a-file").write_text("")
-    message = import_error(import_visrec, csv_path, images, tmp_path / "a-file" / "out",
-                           progress=False)
+    message = import_error(import_visrec, csv_path, images, tmp_path / "a-file" / "out", progress=False)
     assert "cannot write the dataset" in message
 
 
 def test_visrec_ugallery_artist_becomes_the_category(tmp_path: Path) -> None:
-    rows = [("u1", "a", "x1", "10"), ("u1", "b", "x2", "20"), ("u1", "c", "x1", "30"),
-            ("u2", "b", "x2", "15"), ("u2", "a", "x1", "25")]
+    rows = [
+        ("u1", "a", "x1", "10"),
+        ("u1", "b", "x2", "20"),
+        ("u1", "c", "x1", "30"),
+        ("u2", "b", "x2", "15"),
+        ("u2", "a", "x1", "25"),
+    ]
     csv_path = write_csv(
         tmp_path / "ugallery.csv",
         [dict(zip(("user_id", "item_id", "artist_id", "timestamp"), r)) for r in rows],
@@ -344,9 +358,7 @@ def test_visrec_missing_images_are_listed_and_nothing_is_written(tmp_path: Path)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
-def test_visrec_copies_when_hard_links_fail(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_visrec_copies_when_hard_links_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_links(src: object, dst: object) -> None:
         raise OSError(18, "Invalid cross-device link")
 
@@ -376,9 +388,7 @@ def test_cli_import_kang_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "refusing to write into" in capsys.readouterr().err
 
 
-def test_cli_import_kang_npy_skip_missing_images(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_import_kang_npy_skip_missing_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parts = kang_parts()
     parts[3][2][b"imgs"] = b""
     path = save_kang(tmp_path / "f.npy", parts)
@@ -386,9 +396,7 @@ def test_cli_import_kang_npy_skip_missing_images(
     assert main(args) == 2
     assert "have no image bytes" in capsys.readouterr().err
     assert main(args + ["--skip-missing-images"]) == 0
-    assert "skipped 1 item(s) without image bytes (e.g. 2) and 3 interaction(s)" in (
-        capsys.readouterr().out
-    )
+    assert "skipped 1 item(s) without image bytes (e.g. 2) and 3 interaction(s)" in (capsys.readouterr().out)
 
 
 def test_cli_import_visrec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -397,6 +405,5 @@ def test_cli_import_visrec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["import", "visrec", str(csv_path), str(images), "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "users: 2" in stdout and "items: 5" in stdout and "test: 2" in stdout
-    assert main(["import", "visrec", str(csv_path), str(tmp_path / "nope"), "--out",
-                 str(tmp_path / "other")]) == 2
+    assert main(["import", "visrec", str(csv_path), str(tmp_path / "nope"), "--out", str(tmp_path / "other")]) == 2
     assert "image folder" in capsys.readouterr().err

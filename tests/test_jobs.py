@@ -32,11 +32,15 @@ def reap(pid: int) -> int:
 
 
 def test_cli_args_reproduce_the_config(tiny_train_kwargs: dict) -> None:
-    cfg = TrainConfig(data="d", out="runs/x", **{**tiny_train_kwargs, "init_from": "runs/base",
-                                                  "freeze_cnn": True, "max_minutes": 1.5})
+    cfg = TrainConfig(
+        data="d",
+        out="runs/x",
+        **{**tiny_train_kwargs, "init_from": "runs/base", "freeze_cnn": True, "max_minutes": 1.5},
+    )
     args = cli.build_parser().parse_args(["train", *cli_args(cfg)])
-    rebuilt = TrainConfig(**{k: getattr(args, k) if getattr(args, k) is not None else getattr(cfg, k)
-                             for k in cfg.__dataclass_fields__})
+    rebuilt = TrainConfig(
+        **{k: getattr(args, k) if getattr(args, k) is not None else getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    )
     assert rebuilt == cfg
     assert cli_args(TrainConfig(data="d", out="o")) == ["--data", "d", "--out", "o"]
 
@@ -46,8 +50,7 @@ def test_job_lifecycle(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict,
     runs = tmp_path / "runs"
     run = runs / "job"
     # many epochs: the job is stopped long before it could finish
-    cfg = TrainConfig(data=str(tiny_data), out=str(run), **{**tiny_train_kwargs, "epochs": 200,
-                                                            "checkpoint_every": 3})
+    cfg = TrainConfig(data=str(tiny_data), out=str(run), **{**tiny_train_kwargs, "epochs": 200, "checkpoint_every": 3})
     assert run_state(run) == "new" and stop_training(run) is False
 
     pid = start_training(cfg)
@@ -59,8 +62,7 @@ def test_job_lifecycle(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict,
         with pytest.raises(JobError, match="already"):
             start_training(cfg)
         (summary,) = list_runs(runs)
-        assert (summary.name, summary.state, summary.has_checkpoint, summary.epochs) == (
-            "job", "running", True, 200)
+        assert (summary.name, summary.state, summary.has_checkpoint, summary.epochs) == ("job", "running", True, 200)
         assert "dvbpr train" in job_log(run) and "--epochs 200" in job_log(run)
 
         os.kill(pid, signal.SIGKILL)  # a crash, an OOM kill or a reboot
@@ -73,8 +75,12 @@ def test_job_lifecycle(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict,
         pid = start_training(cfg, resume=True)
         resumed_from = [line for line in job_log(run, lines=200).splitlines() if "--resume" in line]
         assert resumed_from
-        wait_for(lambda: read_status(run).get("pid") == pid and read_status(run).get("state") == "running",
-                 "the resumed job to run", pid, run)
+        wait_for(
+            lambda: read_status(run).get("pid") == pid and read_status(run).get("state") == "running",
+            "the resumed job to run",
+            pid,
+            run,
+        )
         assert stop_training(run) is True
         assert reap(pid) == 0
     finally:

@@ -42,8 +42,7 @@ def test_rank_metrics_hand_computed() -> None:
     idcg = 1 + 1 / math.log2(3)
     assert metrics.ndcg_at_k(ranks, 2, 3) == pytest.approx((1 / math.log2(3)) / idcg)
     # nDCG@4: DCG = 1/log2(3) + 1/log2(5); IDCG as above (min(T, k) = 2 terms)
-    assert metrics.ndcg_at_k(ranks, 2, 4) == pytest.approx(
-        (1 / math.log2(3) + 1 / math.log2(5)) / idcg)
+    assert metrics.ndcg_at_k(ranks, 2, 4) == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / idcg)
     assert metrics.ndcg_at_k(np.array([1]), 1, 20) == pytest.approx(1.0)
 
 
@@ -59,8 +58,9 @@ def test_rank_metrics_on_padded_batch() -> None:
     np.testing.assert_allclose(metrics.reciprocal_rank(ranks), [1 / 2, 1.0])
     np.testing.assert_allclose(metrics.recall_at_k(ranks, n_targets, 3), [1 / 2, 1.0])
     np.testing.assert_allclose(metrics.precision_at_k(ranks, 3), [1 / 3, 1 / 3])
-    np.testing.assert_allclose(metrics.ndcg_at_k(ranks, n_targets, 3),
-                               [(1 / math.log2(3)) / (1 + 1 / math.log2(3)), 1.0])
+    np.testing.assert_allclose(
+        metrics.ndcg_at_k(ranks, n_targets, 3), [(1 / math.log2(3)) / (1 + 1 / math.log2(3)), 1.0]
+    )
 
 
 def test_ties_are_pessimistic() -> None:
@@ -157,7 +157,7 @@ def _random_case(seed: int, n_users: int = 60, n_items: int = 40, score_levels: 
         items = rng.permutation(n_items)
         n_t = int(rng.choice([1, 1, 2, 3, 5]))
         t = items[:n_t]
-        e = items[n_t:n_t + int(rng.integers(0, n_items // 2))]
+        e = items[n_t : n_t + int(rng.integers(0, n_items // 2))]
         if rng.random() < 0.3:  # excluded set overlapping the targets
             e = np.r_[e, t[:1]]
         targets.append(t)
@@ -169,16 +169,26 @@ def _random_case(seed: int, n_users: int = 60, n_items: int = 40, score_levels: 
     cold[[0, 1]] = True
     t_ptr, t_idx = _csr(targets)
     e_ptr, e_idx = _csr(excluded)
-    return dict(scores=scores, n_items=n_items, users=users, target_indptr=t_ptr,
-                target_indices=t_idx, exclude_indptr=e_ptr, exclude_indices=e_idx, cold_items=cold)
+    return dict(
+        scores=scores,
+        n_items=n_items,
+        users=users,
+        target_indptr=t_ptr,
+        target_indices=t_idx,
+        exclude_indptr=e_ptr,
+        exclude_indices=e_idx,
+        cold_items=cold,
+    )
 
 
 def _row(indptr: np.ndarray, indices: np.ndarray, r: int) -> np.ndarray:
-    return indices[indptr[r]:indptr[r + 1]]
+    return indices[indptr[r] : indptr[r + 1]]
 
 
 def _evaluate(
-    case: dict, dtype: torch.dtype = torch.float32, **kwargs,
+    case: dict,
+    dtype: torch.dtype = torch.float32,
+    **kwargs,
 ) -> evaluate_core.RankingResult:
     table = torch.from_numpy(case["scores"]).to(dtype)
     inputs = {k: v for k, v in case.items() if k != "scores"}
@@ -218,7 +228,10 @@ def _reference(case: dict, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("chunk_size", [7, 1024])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_evaluator_matches_per_user_loop(
-    seed: int, chunk_size: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    chunk_size: int,
+    dtype: torch.dtype,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # tiny comparison blocks so that the blocked counting is exercised too
     monkeypatch.setattr(evaluate_core, "_CPU_BLOCK_COMPARISONS", 100)
@@ -244,9 +257,22 @@ def test_evaluator_matches_per_user_loop(
 def test_evaluator_metric_keys() -> None:
     result = _evaluate(_random_case(0), ks=(5, 20))
     assert set(result.metrics) == {
-        "auc", "auc_cold", "auc_cold_among_cold", "rr", "recall@5", "precision@5", "ndcg@5",
-        "coverage@5", "recall@20", "precision@20", "ndcg@20", "coverage@20", "auc_sampled100",
-        "users", "cold_users"}
+        "auc",
+        "auc_cold",
+        "auc_cold_among_cold",
+        "rr",
+        "recall@5",
+        "precision@5",
+        "ndcg@5",
+        "coverage@5",
+        "recall@20",
+        "precision@20",
+        "ndcg@20",
+        "coverage@20",
+        "auc_sampled100",
+        "users",
+        "cold_users",
+    }
     assert isinstance(result.metrics["users"], int)
     assert isinstance(result.metrics["cold_users"], int)
 
@@ -275,9 +301,16 @@ def _constructed_case(target_score: float, n_items: int = 500) -> dict:
     scores[np.arange(n_users), np.arange(n_users)] = target_score
     t_ptr, t_idx = _csr([np.array([u]) for u in range(n_users)])
     e_ptr, e_idx = _csr([np.arange(10, 20) for _ in range(n_users)])
-    return dict(scores=scores, n_items=n_items, users=np.arange(n_users), target_indptr=t_ptr,
-                target_indices=t_idx, exclude_indptr=e_ptr, exclude_indices=e_idx,
-                cold_items=np.zeros(n_items, dtype=bool))
+    return dict(
+        scores=scores,
+        n_items=n_items,
+        users=np.arange(n_users),
+        target_indptr=t_ptr,
+        target_indices=t_idx,
+        exclude_indptr=e_ptr,
+        exclude_indices=e_idx,
+        cold_items=np.zeros(n_items, dtype=bool),
+    )
 
 
 @pytest.mark.parametrize(("target_score", "expected"), [(1.0, 1.0), (-1.0, 0.0), (0.0, 0.0)])
@@ -293,10 +326,16 @@ def test_sampled_auc_draws_only_negatives_and_all_when_few() -> None:
     # 6 items; item 0 is the target (score 3), item 5 excluded (score 9: would lose if drawn).
     # Negatives 1..4 score [0, 1, 3, 4]: fewer than 100, all drawn; below 3: {0, 1} -> 2/4.
     scores = np.array([[3.0, 0.0, 1.0, 3.0, 4.0, 9.0]], dtype=np.float32)
-    case = dict(scores=scores, n_items=6, users=np.array([0]),
-                target_indptr=np.array([0, 1]), target_indices=np.array([0]),
-                exclude_indptr=np.array([0, 1]), exclude_indices=np.array([5]),
-                cold_items=np.zeros(6, dtype=bool))
+    case = dict(
+        scores=scores,
+        n_items=6,
+        users=np.array([0]),
+        target_indptr=np.array([0, 1]),
+        target_indices=np.array([0]),
+        exclude_indptr=np.array([0, 1]),
+        exclude_indices=np.array([5]),
+        cold_items=np.zeros(6, dtype=bool),
+    )
     assert _evaluate(case).metrics["auc_sampled100"] == pytest.approx(0.5)
 
 
@@ -306,15 +345,21 @@ def test_sampled_auc_estimates_full_auc_and_is_reproducible() -> None:
     scores = rng.normal(size=(n_users, n_items)).astype(np.float32)
     t_ptr, t_idx = _csr([rng.choice(n_items, 2, replace=False) for _ in range(n_users)])
     e_ptr, e_idx = _csr([rng.choice(n_items, 50, replace=False) for _ in range(n_users)])
-    case = dict(scores=scores, n_items=n_items, users=np.arange(n_users), target_indptr=t_ptr,
-                target_indices=t_idx, exclude_indptr=e_ptr, exclude_indices=e_idx,
-                cold_items=np.zeros(n_items, dtype=bool))
+    case = dict(
+        scores=scores,
+        n_items=n_items,
+        users=np.arange(n_users),
+        target_indptr=t_ptr,
+        target_indices=t_idx,
+        exclude_indptr=e_ptr,
+        exclude_indices=e_idx,
+        cold_items=np.zeros(n_items, dtype=bool),
+    )
     first = _evaluate(case, seed=1, chunk_size=64)
     # 200 users x 2 targets x 100 draws: the sampled mean is within a few 0.01 of the full AUC
     assert abs(first.metrics["auc_sampled100"] - first.metrics["auc"]) < 0.03
     again = _evaluate(case, seed=1, chunk_size=64)
-    np.testing.assert_array_equal(first.per_user["auc_sampled100"],
-                                  again.per_user["auc_sampled100"])
+    np.testing.assert_array_equal(first.per_user["auc_sampled100"], again.per_user["auc_sampled100"])
     other = _evaluate(case, seed=2, chunk_size=64)
     assert not np.array_equal(first.per_user["auc_sampled100"], other.per_user["auc_sampled100"])
     assert math.isnan(first.metrics["auc_cold"]) and first.metrics["cold_users"] == 0
@@ -353,8 +398,7 @@ def test_evaluator_leaves_scores_alone_and_takes_expanded_views() -> None:
 def test_evaluator_without_users() -> None:
     case = _random_case(0)
     empty, indptr = np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    case.update(users=empty, target_indptr=indptr, target_indices=empty,
-                exclude_indptr=indptr, exclude_indices=empty)
+    case.update(users=empty, target_indptr=indptr, target_indices=empty, exclude_indptr=indptr, exclude_indices=empty)
     result = _evaluate(case)
     assert result.metrics["users"] == 0 and result.metrics["coverage@20"] == 0.0
     assert math.isnan(result.metrics["auc"]) and result.per_user["auc"].size == 0
@@ -387,9 +431,13 @@ def _nan_score(case: dict) -> None:
 
 @pytest.mark.parametrize(
     ("change", "message"),
-    [(_duplicate_target, "twice"), (_empty_first_user, "no target"),
-     (_short_cold_mask, "cold_items"), (_short_exclude_indptr, "exclude_indptr"),
-     (_nan_score, "non-finite")],
+    [
+        (_duplicate_target, "twice"),
+        (_empty_first_user, "no target"),
+        (_short_cold_mask, "cold_items"),
+        (_short_exclude_indptr, "exclude_indptr"),
+        (_nan_score, "non-finite"),
+    ],
 )
 def test_evaluator_rejects_bad_inputs(change, message: str) -> None:
     case = _random_case(0)

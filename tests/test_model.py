@@ -16,8 +16,9 @@ def _layers(module: nn.Module, kind: type) -> list[nn.Module]:
 
 def small_model(terms: str = "full", n_users: int = 5, n_items: int = 7) -> DVBPR:
     torch.manual_seed(0)
-    model = DVBPR(ModelConfig(n_users=n_users, n_items=n_items, arch="cnnf-small", image_size=32,
-                              dim=4, cf_dim=3, terms=terms))
+    model = DVBPR(
+        ModelConfig(n_users=n_users, n_items=n_items, arch="cnnf-small", image_size=32, dim=4, cf_dim=3, terms=terms)
+    )
     with torch.no_grad():  # non-trivial values everywhere, so every term shows in the scores
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.5)
@@ -31,8 +32,11 @@ def test_cnnf_224_has_the_papers_layers() -> None:
     net = CNNF(dim=50, image_size=224)
     convs, fcs = _layers(net, nn.Conv2d), _layers(net, nn.Linear)
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
-        (3, 64, (11, 11), (4, 4)), (64, 256, (5, 5), (1, 1)), (256, 256, (3, 3), (1, 1)),
-        (256, 256, (3, 3), (1, 1)), (256, 256, (3, 3), (1, 1)),
+        (3, 64, (11, 11), (4, 4)),
+        (64, 256, (5, 5), (1, 1)),
+        (256, 256, (3, 3), (1, 1)),
+        (256, 256, (3, 3), (1, 1)),
+        (256, 256, (3, 3), (1, 1)),
     ]
     assert [(f.in_features, f.out_features) for f in fcs] == [(256 * 7 * 7, 4096), (4096, 4096), (4096, 50)]
     assert len(_layers(net, nn.MaxPool2d)) == 3
@@ -87,9 +91,14 @@ def test_cnnf_small_output_shape_and_config_checks() -> None:
 # --- score terms ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("terms, has_cf, has_bias", [
-    ("visual", False, False), ("visual+cf", True, False), ("full", True, True),
-])
+@pytest.mark.parametrize(
+    "terms, has_cf, has_bias",
+    [
+        ("visual", False, False),
+        ("visual+cf", True, False),
+        ("full", True, True),
+    ],
+)
 def test_terms_parameters_and_score_formula(terms: str, has_cf: bool, has_bias: bool) -> None:
     model = small_model(terms)
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
@@ -178,8 +187,9 @@ def test_in_batch_shares_the_batch_negatives_across_its_positives(terms: str) ->
         assert x.shape == (3, 3)
         for b in range(3):
             for c in range(3):  # user b's positive against the batch's c-th negative
-                ref = model.score(users[b:b + 1], pos[b:b + 1], phi[b:b + 1]) - model.score(
-                    users[b:b + 1], neg[c:c + 1], phi[3 + c:4 + c])
+                ref = model.score(users[b : b + 1], pos[b : b + 1], phi[b : b + 1]) - model.score(
+                    users[b : b + 1], neg[c : c + 1], phi[3 + c : 4 + c]
+                )
                 assert torch.allclose(x[b, c], ref[0], atol=1e-5)
         # column b is row b's own sampled negative: the plain triplet
         assert torch.allclose(x.diagonal(), model(users, pos, neg, images), atol=1e-5)
@@ -195,11 +205,15 @@ def test_bpr_loss_sums_only_the_kept_pairs() -> None:
 def test_regularisers_by_hand() -> None:
     model = small_model("full")
     u, i, j = torch.tensor([0, 3, 3]), torch.tensor([1, 2, 6]), torch.tensor([5, 0, 4])
-    th, gu, gi, b = (model.theta_users.weight, model.gamma_users.weight, model.gamma_items.weight,
-                     model.beta_items.weight)
-    expected = (2.0 * 0.5 * (th[u] ** 2).sum()
-                + 0.1 * 0.5 * ((gu[u] ** 2).sum() + (gi[i] ** 2).sum() + (gi[j] ** 2).sum()
-                               + (b[i] ** 2).sum() + (b[j] ** 2).sum()))
+    th, gu, gi, b = (
+        model.theta_users.weight,
+        model.gamma_users.weight,
+        model.gamma_items.weight,
+        model.beta_items.weight,
+    )
+    expected = 2.0 * 0.5 * (th[u] ** 2).sum() + 0.1 * 0.5 * (
+        (gu[u] ** 2).sum() + (gi[i] ** 2).sum() + (gi[j] ** 2).sum() + (b[i] ** 2).sum() + (b[j] ** 2).sum()
+    )
     assert torch.allclose(model.embedding_l2(u, i, j, 2.0, 0.1), expected, rtol=1e-5)
     weights = [m.weight for m in model.cnn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert len(weights) == 8  # 5 conv + 3 fc; biases excluded
@@ -209,8 +223,9 @@ def test_regularisers_by_hand() -> None:
     assert everything > cnn * (1 + 1e-4)  # the biases are non-zero here, so excluding them shows
     # visual-only model: only theta is regularised
     vis = small_model("visual")
-    assert torch.allclose(vis.embedding_l2(u, i, j, 2.0, 0.1),
-                          2.0 * 0.5 * (vis.theta_users.weight[u] ** 2).sum(), rtol=1e-5)
+    assert torch.allclose(
+        vis.embedding_l2(u, i, j, 2.0, 0.1), 2.0 * 0.5 * (vis.theta_users.weight[u] ** 2).sum(), rtol=1e-5
+    )
 
 
 def test_reset_parameters_follows_the_original_init() -> None:

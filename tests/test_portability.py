@@ -25,8 +25,9 @@ from dvbpr.train import train
 
 DEFAULT_RUN = REPO_ROOT / "models" / "default"
 # This checkout's and this user's folders, and the usual homes of checkouts on other machines.
-MACHINE_PATH = re.compile("|".join(re.escape(p) for p in {str(REPO_ROOT), str(Path.home()) + "/", "/work/",
-                                                          "/home/", "/Users/"}))
+MACHINE_PATH = re.compile(
+    "|".join(re.escape(p) for p in {str(REPO_ROOT), str(Path.home()) + "/", "/work/", "/home/", "/Users/"})
+)
 
 
 def _strings(obj: object):
@@ -46,8 +47,12 @@ def _absolute(strings) -> list[str]:
 
 
 def _tracked_files() -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                         cwd=REPO_ROOT, capture_output=True, check=True)
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    )
     return [REPO_ROOT / name for name in out.stdout.decode().split("\0") if name]
 
 
@@ -57,8 +62,11 @@ def test_no_tracked_file_and_nothing_in_the_default_model_holds_an_absolute_path
         if not path.is_file() or path.suffix in {".png", ".pt", ".jpg"}:
             continue
         text = path.read_bytes().decode("utf-8", errors="ignore")
-        offenders += [f"{path.relative_to(REPO_ROOT)}: {m.group(0)}" for m in MACHINE_PATH.finditer(text)
-                      if path.name != Path(__file__).name]
+        offenders += [
+            f"{path.relative_to(REPO_ROOT)}: {m.group(0)}"
+            for m in MACHINE_PATH.finditer(text)
+            if path.name != Path(__file__).name
+        ]
     assert not offenders
     for name in ("config.json", "status.json"):
         recorded = json.loads((DEFAULT_RUN / name).read_text())
@@ -69,15 +77,23 @@ def test_no_tracked_file_and_nothing_in_the_default_model_holds_an_absolute_path
     assert ckpt["train_config"]["data"] == "../../data/default"
 
 
-def test_a_new_run_records_its_dataset_relative_to_itself(tiny_data: Path, tmp_path: Path,
-                                                          tiny_train_kwargs: dict) -> None:
+def test_a_new_run_records_its_dataset_relative_to_itself(
+    tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "runs" / "r1"
-    assert train(TrainConfig(data=str(tiny_data), out=str(run), **dict(tiny_train_kwargs, epochs=1)),
-                 progress=False)["state"] == "finished"
+    assert (
+        train(TrainConfig(data=str(tiny_data), out=str(run), **dict(tiny_train_kwargs, epochs=1)), progress=False)[
+            "state"
+        ]
+        == "finished"
+    )
     expected = relative_to_run(tiny_data, run)
     assert not os.path.isabs(expected) and expected.endswith("/data")
-    for recorded in (json.loads((run / "config.json").read_text()), json.loads((run / "status.json").read_text()),
-                     load_checkpoint(run / "best.pt")["train_config"]):
+    for recorded in (
+        json.loads((run / "config.json").read_text()),
+        json.loads((run / "status.json").read_text()),
+        load_checkpoint(run / "best.pt")["train_config"],
+    ):
         assert recorded["data"] == expected
         assert not _absolute(_strings(recorded))
 
@@ -90,8 +106,9 @@ def _layout(base: Path, tiny_run: Path, tiny_data: Path) -> tuple[Path, Path]:
     return run, data
 
 
-def test_a_run_moved_together_with_its_dataset_still_works(tiny_run: Path, tiny_data: Path, tiny_rec,
-                                                           tmp_path: Path) -> None:
+def test_a_run_moved_together_with_its_dataset_still_works(
+    tiny_run: Path, tiny_data: Path, tiny_rec, tmp_path: Path
+) -> None:
     run, data = _layout(tmp_path / "moved", tiny_run, tiny_data)
     rec = Recommender.from_run(run, device="cpu")
     assert rec.dataset.root.resolve() == data.resolve()
@@ -99,7 +116,8 @@ def test_a_run_moved_together_with_its_dataset_still_works(tiny_run: Path, tiny_
 
 
 def test_the_dataset_is_found_by_name_under_the_data_root_and_else_a_clear_error(
-        tiny_run: Path, tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    tiny_run: Path, tiny_data: Path, tmp_path: Path, monkeypatch
+) -> None:
     run, data = _layout(tmp_path / "a", tiny_run, tiny_data)
     lonely = tmp_path / "elsewhere" / "base"
     shutil.move(run, lonely)  # the relative path no longer reaches the data
@@ -111,14 +129,18 @@ def test_the_dataset_is_found_by_name_under_the_data_root_and_else_a_clear_error
     assert Recommender.from_run(lonely, device="cpu").dataset.root.resolve() == data.resolve()
 
 
-def test_every_run_command_takes_data(tiny_run: Path, tiny_data: Path, tmp_path: Path, capsys,
-                                      monkeypatch) -> None:
+def test_every_run_command_takes_data(tiny_run: Path, tiny_data: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     lonely = tmp_path / "lonely" / "deeper" / "run"
     shutil.copytree(tiny_run, lonely, ignore=shutil.ignore_patterns(".lock", "cache"))
     monkeypatch.setenv("DVBPR_DATA_ROOT", str(tmp_path / "nowhere"))
     image = str(tiny_data / "images" / "i6.png")
-    commands = [["recommend", "--user", "u1", "--json"], ["evaluate", "--json"], ["rank-users", image, "--json"],
-                ["similar", "--item", "i6", "--json"], ["precompute"]]
+    commands = [
+        ["recommend", "--user", "u1", "--json"],
+        ["evaluate", "--json"],
+        ["rank-users", image, "--json"],
+        ["similar", "--item", "i6", "--json"],
+        ["precompute"],
+    ]
     for command in commands:
         assert cli.main([command[0], str(lonely), "--device", "cpu", *command[1:]]) == 2
         assert "--data" in capsys.readouterr().err
@@ -173,7 +195,9 @@ def test_the_shipped_model_gives_the_same_results_from_a_clone_elsewhere(clone: 
     ours = _json_of([sys.executable, *evaluate[:3], str(DEFAULT_RUN), *evaluate[3:]], REPO_ROOT, here)
     assert there["dvbpr"] == pytest.approx(ours["dvbpr"], abs=1e-6, nan_ok=True)
 
-    api = ("import json; from dvbpr import Recommender; rec = Recommender.from_run('dvbpr-clone/models/default'); "
-           "ids, scores = rec.recommend('u0001', k=20); print(json.dumps(ids))")
+    api = (
+        "import json; from dvbpr import Recommender; rec = Recommender.from_run('dvbpr-clone/models/default'); "
+        "ids, scores = rec.recommend('u0001', k=20); print(json.dumps(ids))"
+    )
     ids = _json_of([sys.executable, "-c", api], clone.parent, env)
     assert ids == our_ids

@@ -88,8 +88,7 @@ def test_items_restricts_the_ranking(tiny_rec: Recommender) -> None:
 
 def test_recommend_batch_equals_recommend_per_user(tiny_rec: Recommender) -> None:
     users = ["u3", "u0", "u38", "u3"]
-    for kwargs in ({"k": 7}, {"k": 100, "items": ["i0", "i1", "i2", "i9", "i40"]},
-                   {"k": 5, "exclude_seen": False}):
+    for kwargs in ({"k": 7}, {"k": 100, "items": ["i0", "i1", "i2", "i9", "i40"]}, {"k": 5, "exclude_seen": False}):
         batch_ids, batch_scores = tiny_rec.recommend_batch(users, **kwargs)
         for user, ids, scores in zip(users, batch_ids, batch_scores):
             one_ids, one_scores = tiny_rec.recommend(user, **kwargs)
@@ -100,8 +99,9 @@ def test_recommend_batch_equals_recommend_per_user(tiny_rec: Recommender) -> Non
 def test_score_breakdown_parts_sum_to_the_score(tiny_rec: Recommender) -> None:
     items = tiny_rec.items()
     parts = tiny_rec.score_breakdown("u5", items)
-    np.testing.assert_allclose(parts["visual"] + parts["collaborative"] + parts["bias"], parts["total"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        parts["visual"] + parts["collaborative"] + parts["bias"], parts["total"], rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(parts["total"], tiny_rec.scores([5])[0].numpy(), rtol=1e-5, atol=1e-6)
     model = tiny_rec.model
     with torch.no_grad():
@@ -128,8 +128,11 @@ def test_rank_of_agrees_with_a_manual_rank(tiny_rec: Recommender) -> None:
             assert tiny_rec.rank_of(user, item) == manual
         # on the validation split the test item stays a candidate and the val item is ranked
         (val,) = tiny_rec.held_out(user, "val")
-        others = [j for j in range(ds.n_items)
-                  if ds.items.ids[j] not in set(tiny_rec.user_history(user)) and ds.items.ids[j] != val]
+        others = [
+            j
+            for j in range(ds.n_items)
+            if ds.items.ids[j] not in set(tiny_rec.user_history(user)) and ds.items.ids[j] != val
+        ]
         manual = 1 + int((scores[others] >= scores[ds.items.index(val)]).sum())
         assert tiny_rec.rank_of(user, val, split="val") == manual
 
@@ -183,14 +186,21 @@ def test_similar_items_by_item_and_by_image(tiny_rec: Recommender, tiny_data: Pa
 
 
 def test_unknown_ids_and_unreadable_images(tiny_rec: Recommender, tmp_path: Path) -> None:
-    for call in (lambda: tiny_rec.recommend("nobody"), lambda: tiny_rec.user_history("nobody"),
-                 lambda: tiny_rec.recommend_batch(["u0", "nobody"]), lambda: tiny_rec.rank_of("nobody", "i0"),
-                 lambda: tiny_rec.score_breakdown("nobody", ["i0"])):
+    for call in (
+        lambda: tiny_rec.recommend("nobody"),
+        lambda: tiny_rec.user_history("nobody"),
+        lambda: tiny_rec.recommend_batch(["u0", "nobody"]),
+        lambda: tiny_rec.rank_of("nobody", "i0"),
+        lambda: tiny_rec.score_breakdown("nobody", ["i0"]),
+    ):
         with pytest.raises(UnknownIdError, match="nobody"):
             call()
-    for call in (lambda: tiny_rec.rank_of("u0", "no-item"), lambda: tiny_rec.similar_items(item_id="no-item"),
-                 lambda: tiny_rec.recommend("u0", items=["i0", "no-item"]),
-                 lambda: tiny_rec.score_breakdown("u0", ["no-item"])):
+    for call in (
+        lambda: tiny_rec.rank_of("u0", "no-item"),
+        lambda: tiny_rec.similar_items(item_id="no-item"),
+        lambda: tiny_rec.recommend("u0", items=["i0", "no-item"]),
+        lambda: tiny_rec.score_breakdown("u0", ["no-item"]),
+    ):
         with pytest.raises(UnknownIdError, match="no-item"):
             call()
     bad = tmp_path / "bad.png"
@@ -244,10 +254,18 @@ def test_phi_cache_is_written_once_reused_and_invalidated(tiny_run: Path, tiny_d
     model = model_from_checkpoint(ckpt)
     with torch.no_grad():
         model.cnn.classifier[-1].bias.add_(0.5)
-    save_checkpoint(run / "best.pt", model, train_config=ckpt["train_config"], user_ids=ckpt["user_ids"],
-                    item_ids=ckpt["item_ids"], cold_items=ckpt["cold_items"],
-                    dataset_signature=ckpt["dataset_signature"], epoch=ckpt["epoch"], step=ckpt["step"],
-                    metrics=ckpt["metrics"])
+    save_checkpoint(
+        run / "best.pt",
+        model,
+        train_config=ckpt["train_config"],
+        user_ids=ckpt["user_ids"],
+        item_ids=ckpt["item_ids"],
+        cold_items=ckpt["cold_items"],
+        dataset_signature=ckpt["dataset_signature"],
+        epoch=ckpt["epoch"],
+        step=ckpt["step"],
+        metrics=ckpt["metrics"],
+    )
     changed = Recommender.from_run(run, data=tiny_data, device="cpu")
     (new_cache,) = (run / "cache").glob("phi_best_*.npy")  # the stale file is gone
     assert new_cache != cache
@@ -268,18 +286,24 @@ def test_phi_cache_follows_a_changed_image(tiny_run: Path, tiny_data: Path, tiny
 
 
 @pytest.mark.parametrize("terms", ["visual", "visual+cf"])
-def test_runs_with_fewer_score_terms_score_by_their_formula(terms: str, tiny_data: Path, tmp_path: Path,
-                                                           tiny_train_kwargs: dict) -> None:
+def test_runs_with_fewer_score_terms_score_by_their_formula(
+    terms: str, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     from dvbpr.config import TrainConfig
     from dvbpr.train import train
 
     run = tmp_path / terms.replace("+", "-")
-    train(TrainConfig(data=str(tiny_data), out=str(run), **{**tiny_train_kwargs, "epochs": 1, "terms": terms}),
-          progress=False)
+    train(
+        TrainConfig(data=str(tiny_data), out=str(run), **{**tiny_train_kwargs, "epochs": 1, "terms": terms}),
+        progress=False,
+    )
     rec = Recommender.from_run(run, device="cpu")
     model = rec.model
     assert (model.cfg.terms, hasattr(model, "gamma_users"), hasattr(model, "beta_items")) == (
-        terms, terms == "visual+cf", False)
+        terms,
+        terms == "visual+cf",
+        False,
+    )
     with torch.no_grad():
         expected = model.theta_users.weight @ rec.phi.T
         if terms == "visual+cf":

@@ -42,8 +42,9 @@ def _with_split(inter: pd.DataFrame) -> pd.DataFrame:
 
 def _colour_match(inter: pd.DataFrame, items: pd.DataFrame, tastes: dict) -> pd.Series:
     colour = items.set_index("item_id")["colour"]
-    return pd.Series([colour[i] in tastes["users"][u]["colours"] for u, i in zip(inter.user_id, inter.item_id)],
-                     index=inter.index)
+    return pd.Series(
+        [colour[i] in tastes["users"][u]["colours"] for u, i in zip(inter.user_id, inter.item_id)], index=inter.index
+    )
 
 
 def _check_dataset(folder: Path, config: SynthConfig) -> None:
@@ -114,8 +115,9 @@ def test_deterministic(small: Path, tmp_path: Path) -> None:
     images = sorted(p.name for p in (small / "images").iterdir())
     assert images == sorted(p.name for p in (again / "images").iterdir())
     for name in images:
-        assert np.array_equal(np.asarray(Image.open(small / "images" / name)),
-                              np.asarray(Image.open(again / "images" / name))), name
+        assert np.array_equal(
+            np.asarray(Image.open(small / "images" / name)), np.asarray(Image.open(again / "images" / name))
+        ), name
 
 
 def test_seed_changes_dataset(small: Path, tmp_path: Path) -> None:
@@ -156,11 +158,20 @@ def test_single_colour_users_are_common(small: Path) -> None:
     assert 0.2 <= single <= 0.6
 
 
-@pytest.mark.parametrize("change", [
-    {"n_items": 20}, {"n_users": 0}, {"n_users": -3}, {"mean_interactions": 2},
-    {"cold_fraction": 0.9}, {"n_communities": 0}, {"image_size": 8}, {"seed": -1},
-    {"n_items": 1000, "n_users": 50},  # 100 cold items but only 50 users to test them
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n_items": 20},
+        {"n_users": 0},
+        {"n_users": -3},
+        {"mean_interactions": 2},
+        {"cold_fraction": 0.9},
+        {"n_communities": 0},
+        {"image_size": 8},
+        {"seed": -1},
+        {"n_items": 1000, "n_users": 50},  # 100 cold items but only 50 users to test them
+    ],
+)
 def test_invalid_config(change: dict, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="invalid synthetic dataset config"):
         make_dataset(tmp_path / "bad", replace(SMALL, **change), progress=False)

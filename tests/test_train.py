@@ -51,8 +51,9 @@ def assert_same_weights(a: Path, b: Path, atol: float = 1e-5) -> None:
 # --- the run folder -------------------------------------------------------------------------
 
 
-def test_run_folder_holds_checkpoints_config_metrics_and_status(tiny_run: Path, tiny_data: Path,
-                                                                tiny_train_kwargs: dict) -> None:
+def test_run_folder_holds_checkpoints_config_metrics_and_status(
+    tiny_run: Path, tiny_data: Path, tiny_train_kwargs: dict
+) -> None:
     names = {p.name for p in tiny_run.iterdir()}
     assert {"best.pt", "last.pt", "config.json", "metrics.jsonl", "status.json"} <= names
     saved = json.loads((tiny_run / "config.json").read_text())
@@ -90,8 +91,9 @@ def test_run_folder_holds_checkpoints_config_metrics_and_status(tiny_run: Path, 
     assert best["cold_items"].tolist() == dataset.cold_items.tolist()
 
 
-def test_refuses_to_train_into_an_existing_run(tiny_run: Path, tiny_data: Path, tiny_copy,
-                                                tiny_train_kwargs: dict) -> None:
+def test_refuses_to_train_into_an_existing_run(
+    tiny_run: Path, tiny_data: Path, tiny_copy, tiny_train_kwargs: dict
+) -> None:
     run = tiny_copy(tiny_run, "run")
     before = {p.name: sha(p) for p in run.iterdir()}
     with pytest.raises(TrainingError, match="--resume"):
@@ -99,8 +101,7 @@ def test_refuses_to_train_into_an_existing_run(tiny_run: Path, tiny_data: Path, 
     assert {p.name: sha(p) for p in run.iterdir()} == before  # not even status.json touched
 
 
-def test_resume_refuses_a_changed_dataset_and_a_run_without_last(tiny_run: Path, tiny_data: Path,
-                                                                 tiny_copy) -> None:
+def test_resume_refuses_a_changed_dataset_and_a_run_without_last(tiny_run: Path, tiny_data: Path, tiny_copy) -> None:
     run, data = tiny_copy(tiny_run, "run"), tiny_copy(tiny_data, "data")
     with open(data / "interactions.csv", "a") as fh:
         fh.write("u1,i3,1800000000\n")
@@ -112,14 +113,25 @@ def test_resume_refuses_a_changed_dataset_and_a_run_without_last(tiny_run: Path,
         resume_config(run)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"epochs": 0}, "epochs"), ({"batch_size": 1}, "batch size"), ({"lr": 0.0}, "learning rate"),
-    ({"l2_theta": -1.0}, "L2"), ({"log_every": 0}, "log interval"), ({"checkpoint_every": -1}, "checkpoint"),
-    ({"arch": "vgg"}, "arch"), ({"terms": "cf"}, "terms"), ({"negatives": "cold"}, "negatives"),
-    ({"device": "tpu"}, "device"), ({"lr_schedule": "step"}, "schedule"),
-])
-def test_bad_training_options_are_refused_before_anything_is_written(change: dict, message: str,
-                                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 1}, "batch size"),
+        ({"lr": 0.0}, "learning rate"),
+        ({"l2_theta": -1.0}, "L2"),
+        ({"log_every": 0}, "log interval"),
+        ({"checkpoint_every": -1}, "checkpoint"),
+        ({"arch": "vgg"}, "arch"),
+        ({"terms": "cf"}, "terms"),
+        ({"negatives": "cold"}, "negatives"),
+        ({"device": "tpu"}, "device"),
+        ({"lr_schedule": "step"}, "schedule"),
+    ],
+)
+def test_bad_training_options_are_refused_before_anything_is_written(
+    change: dict, message: str, tmp_path: Path
+) -> None:
     with pytest.raises(TrainingError, match=message):
         train(TrainConfig(data="nowhere", out=str(tmp_path / "run"), **change), progress=False)
     assert not (tmp_path / "run").exists()
@@ -129,7 +141,8 @@ def test_bad_training_options_are_refused_before_anything_is_written(change: dic
 
 
 def test_sigterm_stops_resumably_and_resume_finishes_like_an_uninterrupted_run(
-        tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "run"
 
     sent = []
@@ -155,12 +168,14 @@ def test_sigterm_stops_resumably_and_resume_finishes_like_an_uninterrupted_run(
     assert resumed == {"type": "resume", "epoch": 0, "step": 5}
     # RNG state, optimizer and the epoch's triplets are restored: the same run as uninterrupted
     assert [r["val_auc"] for r in epochs_of(run)] == pytest.approx(
-        [r["val_auc"] for r in epochs_of(tiny_run)], abs=1e-6)
+        [r["val_auc"] for r in epochs_of(tiny_run)], abs=1e-6
+    )
     assert_same_weights(run / "last.pt", tiny_run / "last.pt")
 
 
-def test_sigterm_while_loading_still_ends_in_a_resumable_stop(tiny_data: Path, tmp_path: Path,
-                                                               tiny_train_kwargs: dict) -> None:
+def test_sigterm_while_loading_still_ends_in_a_resumable_stop(
+    tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "run"
 
     def sigterm_at_image_cache(fraction: float, message: str) -> None:
@@ -171,8 +186,9 @@ def test_sigterm_while_loading_still_ends_in_a_resumable_stop(tiny_data: Path, t
     # than the signal killing pytest) and the run would finish: the assertions would say so.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        status = train(config(tiny_data, run, tiny_train_kwargs), progress=False,
-                       progress_callback=sigterm_at_image_cache)
+        status = train(
+            config(tiny_data, run, tiny_train_kwargs), progress=False, progress_callback=sigterm_at_image_cache
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert status["state"] == "stopped"
@@ -180,11 +196,16 @@ def test_sigterm_while_loading_still_ends_in_a_resumable_stop(tiny_data: Path, t
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
-        tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "run"
     cfg = config(tiny_data, run, tiny_train_kwargs, checkpoint_every=2)
-    proc = subprocess.Popen([sys.executable, "-m", "dvbpr", "train", *cli_args(cfg)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvbpr", "train", *cli_args(cfg)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -221,7 +242,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
 
 
 def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(
-        tiny_run: Path, tiny_data: Path, tiny_copy, monkeypatch) -> None:
+    tiny_run: Path, tiny_data: Path, tiny_copy, monkeypatch
+) -> None:
     from dvbpr.model import DVBPR
 
     run = tiny_copy(tiny_run, "run")  # copied away from its dataset: --data says where it is
@@ -235,12 +257,15 @@ def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(
     assert {name: sha(run / name) for name in before} == before
 
 
-def test_diverging_run_never_writes_a_broken_checkpoint(tiny_data: Path, tmp_path: Path,
-                                                        tiny_train_kwargs: dict) -> None:
+def test_diverging_run_never_writes_a_broken_checkpoint(
+    tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match="nan|inf"):
-        train(config(tiny_data, run, tiny_train_kwargs, lr=1e30, epochs=1, checkpoint_every=1, log_every=1),
-              progress=False)
+        train(
+            config(tiny_data, run, tiny_train_kwargs, lr=1e30, epochs=1, checkpoint_every=1, log_every=1),
+            progress=False,
+        )
     assert [r["step"] for r in read_metrics(run)] == [1]  # the one good step was logged
     status = read_status(run)
     assert status["state"] == "failed" and "lower --lr" in status["message"]
@@ -264,23 +289,27 @@ def grown_data(tmp_path_factory, tiny_make_dataset) -> Path:
 
 
 def test_init_from_copies_matched_ids_and_cnn_and_leaves_new_ones_fresh(
-        tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     source = load_checkpoint(tiny_run / "best.pt")
     dataset = load_dataset(grown_data)
     assert dataset.users.ids[0] == "u40" and dataset.items.ids[0] == "i48"  # new ids come first
     torch.manual_seed(123)
-    model, _ = build_model(config(grown_data, tmp_path / "ft", tiny_train_kwargs, init_from=str(tiny_run)),
-                           dataset, torch.device("cpu"))
+    model, _ = build_model(
+        config(grown_data, tmp_path / "ft", tiny_train_kwargs, init_from=str(tiny_run)), dataset, torch.device("cpu")
+    )
     state = model.state_dict()
     for name, tensor in source["model"].items():
         if name.startswith("cnn."):
             assert torch.equal(state[name], tensor), name
     old_users = {u: k for k, u in enumerate(source["user_ids"])}
     old_items = {i: k for k, i in enumerate(source["item_ids"])}
-    for table, ids, old in (("theta_users", dataset.users.ids, old_users),
-                            ("gamma_users", dataset.users.ids, old_users),
-                            ("gamma_items", dataset.items.ids, old_items),
-                            ("beta_items", dataset.items.ids, old_items)):
+    for table, ids, old in (
+        ("theta_users", dataset.users.ids, old_users),
+        ("gamma_users", dataset.users.ids, old_users),
+        ("gamma_items", dataset.items.ids, old_items),
+        ("beta_items", dataset.items.ids, old_items),
+    ):
         new_rows = state[f"{table}.weight"]
         src_rows = source["model"][f"{table}.weight"]
         for k, id_ in enumerate(ids):
@@ -294,11 +323,13 @@ def test_init_from_copies_matched_ids_and_cnn_and_leaves_new_ones_fresh(
 
 
 def test_freeze_cnn_trains_only_the_embeddings_and_resumes_without_its_source(
-        tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_copy, tiny_train_kwargs: dict) -> None:
+    tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_copy, tiny_train_kwargs: dict
+) -> None:
     source_run = tiny_copy(tiny_run, "source")
     run = tmp_path / "frozen"
-    status = train(config(grown_data, run, tiny_train_kwargs, epochs=1, init_from=str(source_run),
-                          freeze_cnn=True), progress=False)
+    status = train(
+        config(grown_data, run, tiny_train_kwargs, epochs=1, init_from=str(source_run), freeze_cnn=True), progress=False
+    )
     assert status["state"] == "finished"
     source = load_checkpoint(source_run / "best.pt")["model"]
     tuned = load_checkpoint(run / "last.pt")["model"]
@@ -315,7 +346,8 @@ def test_freeze_cnn_trains_only_the_embeddings_and_resumes_without_its_source(
 
 
 def test_fine_tuned_new_users_get_recommendations_that_fit_them_better_than_popularity(
-        tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    tiny_run: Path, grown_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "tuned"
     train(config(grown_data, run, tiny_train_kwargs, epochs=2, init_from=str(tiny_run)), progress=False)
     source = load_checkpoint(tiny_run / "best.pt")["model"]
@@ -343,15 +375,31 @@ def test_fine_tuned_new_users_get_recommendations_that_fit_them_better_than_popu
 
 
 def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
-        tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "ddp"
     cfg = config(tiny_data, run, tiny_train_kwargs)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "dvbpr", "train", *cli_args(cfg)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "dvbpr",
+            "train",
+            *cli_args(cfg),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert [line for line in out.stdout.splitlines() if line.startswith("finished:")] == [
-        f"finished: {run} (best validation AUC {read_status(run)['best_val_auc']})"]
+        f"finished: {run} (best validation AUC {read_status(run)['best_val_auc']})"
+    ]
 
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(set(lines)) == len((tiny_run / "metrics.jsonl").read_text().splitlines())
@@ -369,13 +417,27 @@ def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
     assert ddp[-1]["val_auc"] > 0.65
 
 
-def test_ddp_nan_in_one_process_fails_every_process_cleanly(tiny_data: Path, tmp_path: Path,
-                                                             tiny_train_kwargs: dict) -> None:
+def test_ddp_nan_in_one_process_fails_every_process_cleanly(
+    tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "ddp-nan"
     cfg = config(tiny_data, run, tiny_train_kwargs, epochs=1)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(REPO / "tests" / "ddp_nan_rank.py"), "train", *cli_args(cfg)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(REPO / "tests" / "ddp_nan_rank.py"),
+            "train",
+            *cli_args(cfg),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode != 0
     # rank 0 (the writer) saw rank 1's NaN through the all-reduce and failed with a message,
     # instead of waiting in backward until torchrun tore it down
@@ -386,20 +448,20 @@ def test_ddp_nan_in_one_process_fails_every_process_cleanly(tiny_data: Path, tmp
 
 def test_unknown_run_folder_for_init_from(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
-        train(config(tiny_data, tmp_path / "x", tiny_train_kwargs, init_from=str(tmp_path / "nope")),
-              progress=False)
+        train(config(tiny_data, tmp_path / "x", tiny_train_kwargs, init_from=str(tmp_path / "nope")), progress=False)
     assert read_status(tmp_path / "x")["state"] == "failed"
 
 
-def test_resume_with_more_epochs_stretches_the_cosine_schedule(tiny_data: Path, tmp_path: Path,
-                                                                tiny_train_kwargs: dict) -> None:
+def test_resume_with_more_epochs_stretches_the_cosine_schedule(
+    tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
     run = tmp_path / "cosine"
     base = dict(tiny_train_kwargs, lr_schedule="cosine", log_every=1)
     assert train(config(tiny_data, run, base, epochs=1), progress=False)["state"] == "finished"
     steps = [r for r in read_metrics(run) if r["type"] == "step"]
     assert steps[-1]["lr"] < 0.1 * base["lr"]  # a finished one-epoch schedule has annealed
     train(resume_config(run, epochs=2), resume=True, progress=False)
-    second = [r for r in read_metrics(run) if r["type"] == "step"][len(steps):]
+    second = [r for r in read_metrics(run) if r["type"] == "step"][len(steps) :]
     # spread over two epochs: the second epoch starts near half the base rate and anneals to ~0
     assert 0.3 * base["lr"] < second[0]["lr"] < 0.6 * base["lr"]
     assert second[-1]["lr"] < 0.1 * base["lr"]
