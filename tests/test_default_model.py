@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from dvbpr.diagnostics import embedding_report
 from dvbpr.evaluate import evaluate_baselines, evaluate_recommender
 from dvbpr.recommender import Recommender
 from dvbpr.synth import DEFAULT_DATA_DIR, ensure_default_dataset
@@ -28,11 +29,25 @@ def tastes() -> dict:
 
 def test_default_model_meets_the_quality_bar(rec: Recommender) -> None:
     dvbpr = evaluate_recommender(rec).metrics
-    popularity = evaluate_baselines(rec.dataset)["popularity"].metrics
+    baselines = evaluate_baselines(rec.dataset)
+    popularity, bpr_mf = baselines["popularity"].metrics, baselines["bpr-mf"].metrics
     assert dvbpr["users"] == rec.dataset.n_users
-    assert dvbpr["auc"] >= 0.85
-    assert dvbpr["auc_cold"] >= 0.75
-    assert dvbpr["recall@20"] > popularity["recall@20"]
+    assert dvbpr["auc"] >= 0.88
+    assert dvbpr["auc_cold"] >= 0.85
+    assert dvbpr["recall@20"] >= 0.13
+    for key in ("auc", "auc_cold", "recall@20", "ndcg@20", "rr"):
+        assert dvbpr[key] > bpr_mf[key] and dvbpr[key] > popularity[key], key
+
+
+def test_default_model_embedding_is_healthier_than_the_paper_networks(rec: Recommender) -> None:
+    """No dead units and more than the old model's ~4 effective dimensions; colour fully learned.
+    Pattern and category are not learned yet (docs/training.md): their lifts are not asserted."""
+    report = embedding_report(rec)
+    assert report["participation_ratio"] >= 8.0
+    assert max(report["dead_units"].values()) <= 0.05
+    assert report["neighbour_agreement"]["colour"]["agreement"] >= 0.95
+    assert report["neighbour_agreement"]["category"]["agreement"] >= 0.6
+    assert report["taste_lifts"]["colours"]["lift"] >= 3.0
 
 
 def test_single_colour_users_get_their_colour(rec: Recommender, tastes: dict) -> None:
@@ -43,7 +58,7 @@ def test_single_colour_users_get_their_colour(rec: Recommender, tastes: dict) ->
     shares = np.array(
         [np.mean([item_colour[i] == tastes["users"][u]["colours"][0] for i in top]) for u, top in zip(users, ids)]
     )
-    assert shares.mean() >= 0.60, f"mean share of the user's colour in the top 20: {shares.mean():.3f}"
+    assert shares.mean() >= 0.80, f"mean share of the user's colour in the top 20: {shares.mean():.3f}"
 
 
 def test_metrics_agree_with_full_rankings_from_recommend(rec: Recommender) -> None:
