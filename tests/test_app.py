@@ -25,6 +25,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dvbpr.fsutil import atomic_write_json
+from dvbpr.rundir import REPO_ROOT
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 180
@@ -544,3 +545,23 @@ def test_error_hints_follow_the_error_class():
     assert ui_errors.hint_for(dvbpr_errors.ImageError("not an image")) == ("Use a JPEG, PNG or WebP image.", None)
     assert ui_errors.hint_for(dvbpr_errors.TrainingError("loss became nan")) == ("", None)
     assert ui_errors.hint_for(dvbpr_errors.JobError("no job")) == ("", None)
+
+
+def _shown_text(at: AppTest) -> str:
+    """Every piece of text a page shows, tables and help texts included."""
+    parts = []
+    for kind in ("markdown", "caption", "text", "info", "warning", "error", "success", "code", "html"):
+        parts += [str(e.value) for e in at.get(kind)]
+    parts += [e.value.to_string() for e in at.get("arrow_data_frame")]
+    for kind in ("selectbox", "text_input", "number_input", "toggle", "checkbox", "slider"):
+        parts += [f"{e.label} {getattr(e, 'help', '') or ''}" for e in at.get(kind)]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("page", [None, "pages/train.py", "pages/data.py"])
+def test_no_absolute_machine_path_is_shown(page, roots):
+    at = ok(app(page))
+    text = _shown_text(at)
+    assert text.strip()
+    for folder in {str(roots["data"].parent), str(REPO_ROOT)}:
+        assert folder not in text, f"{folder} shown on {page or 'the start page'}"
