@@ -45,7 +45,7 @@ from tqdm import tqdm
 from .data import load_dataset
 from .errors import DataError
 from .fsutil import atomic_write_json, atomic_write_text
-from .synth import COMPLETE_MARKER, _csv_text, _ids, _replaceable, is_complete
+from .synth import _csv_text, _ids, _replaceable, publish, write_interactions
 
 EMOJI_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "emoji"
 PACKAGE = "emoji-datasource-google"
@@ -453,17 +453,7 @@ def make_emoji_dataset(
                 report(0.15 + 0.8 * i / len(emoji), f"writing image {i + 1} of {len(emoji)}")
 
         report(0.95, "writing tables")
-        atomic_write_text(
-            tmp / "interactions.csv",
-            _csv_text(
-                ["user_id", "item_id", "timestamp"],
-                [
-                    [user_ids[u], item_ids[i], int(t)]
-                    for u, (seq, ts) in enumerate(zip(world.sequences, world.timestamps))
-                    for i, t in zip(seq, ts)
-                ],
-            ),
-        )
+        write_interactions(tmp, user_ids, item_ids, world.sequences, world.timestamps)
         atomic_write_text(
             tmp / "items.csv",
             _csv_text(
@@ -503,14 +493,7 @@ def make_emoji_dataset(
                 },
             },
         )
-        atomic_write_text(tmp / COMPLETE_MARKER, "complete\n")
-
-        shutil.rmtree(out_dir, ignore_errors=True)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not is_complete(out_dir):  # else a concurrent run finished first: use its result
-                raise
+        publish(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(1.0, "dataset ready")

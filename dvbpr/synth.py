@@ -575,6 +575,29 @@ def _replaceable(folder: Path) -> bool:
     )
 
 
+def write_interactions(
+    folder: Path, user_ids: list[str], item_ids: list[str], sequences: list[list[int]], timestamps: list[np.ndarray]
+) -> None:
+    """interactions.csv of a generated dataset: each user's items with their timestamps."""
+    rows = [
+        [user_ids[u], item_ids[i], int(t)]
+        for u, (seq, ts) in enumerate(zip(sequences, timestamps))
+        for i, t in zip(seq, ts)
+    ]
+    atomic_write_text(folder / "interactions.csv", _csv_text(["user_id", "item_id", "timestamp"], rows))
+
+
+def publish(staged: Path, out_dir: Path) -> None:
+    """Mark a staged dataset folder complete and move it into place, replacing `out_dir`."""
+    atomic_write_text(staged / COMPLETE_MARKER, "complete\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        os.replace(staged, out_dir)
+    except OSError:
+        if not is_complete(out_dir):  # else a concurrent run finished first: use its result
+            raise
+
+
 def make_dataset(
     out_dir: str | Path,
     config: SynthConfig = SynthConfig(),
@@ -615,17 +638,7 @@ def make_dataset(
                 report(0.05 + 0.9 * i / len(items), f"drawing item {i + 1} of {len(items)}")
 
         report(0.95, "writing tables")
-        atomic_write_text(
-            tmp / "interactions.csv",
-            _csv_text(
-                ["user_id", "item_id", "timestamp"],
-                [
-                    [user_ids[u], item_ids[i], int(t)]
-                    for u, (seq, ts) in enumerate(zip(world.sequences, world.timestamps))
-                    for i, t in zip(seq, ts)
-                ],
-            ),
-        )
+        write_interactions(tmp, user_ids, item_ids, world.sequences, world.timestamps)
         atomic_write_text(
             tmp / "items.csv",
             _csv_text(
@@ -671,14 +684,7 @@ def make_dataset(
                 "config": asdict(config),
             },
         )
-        atomic_write_text(tmp / COMPLETE_MARKER, "complete\n")
-
-        shutil.rmtree(out_dir, ignore_errors=True)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not is_complete(out_dir):  # else a concurrent run finished first: use its result
-                raise
+        publish(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(1.0, "dataset ready")
