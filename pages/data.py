@@ -120,21 +120,7 @@ def _inspect(name: str) -> None:
     ds = loaders.dataset(path)
     rng = np.random.default_rng(st.session_state.get("dt_seed", 0))
     picks = np.sort(rng.choice(ds.n_items, min(SAMPLE, ds.n_items), replace=False))
-    titles, cats = ds.item_titles, ds.item_categories
-    grid.image_grid(
-        [
-            grid.Card(
-                ds.image_paths[i],
-                (titles[i] if titles else "") or ds.items.id(i),
-                [
-                    f"{ds.items.id(i)} · {(cats[i] if cats else '') or '-'}",
-                    f"{int(ds.item_popularity[i])} interactions" + (" · cold" if ds.cold_items[i] else ""),
-                ],
-            )
-            for i in picks
-        ],
-        min_px=112,
-    )
+    grid.image_grid(grid.catalogue_cards(ds, picks), min_px=112)
 
 
 # ------------------------------------------------------------------------------- importing

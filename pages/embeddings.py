@@ -135,21 +135,7 @@ def main() -> None:
                 keep = np.random.default_rng(0).choice(len(chosen), MAX_SELECTED, replace=False)
                 chosen = [chosen[k] for k in sorted(keep)]
                 st.caption(f"Showing {MAX_SELECTED} of them, sampled at random.")
-            titles, cats = ds.item_titles, ds.item_categories
-            grid.image_grid(
-                [
-                    grid.Card(
-                        ds.image_paths[i],
-                        (titles[i] if titles else "") or ds.items.id(i),
-                        [
-                            f"{ds.items.id(i)} · {(cats[i] if cats else '') or '-'}",
-                            f"{int(ds.item_popularity[i])} interactions" + (" · cold" if ds.cold_items[i] else ""),
-                        ],
-                    )
-                    for i in chosen
-                ],
-                min_px=120,
-            )
+            grid.image_grid(grid.catalogue_cards(ds, chosen), min_px=120)
         else:
             st.caption("No selection yet.")
     with tab_thumbs:

@@ -138,3 +138,19 @@ def strip(paths: Sequence[str | Path], px: int = 44, tooltips: Sequence[str] = (
         for p, t in zip(paths, tips, strict=False)
     )
     return f'<div class="dv-strip">{imgs}</div>'
+
+
+def catalogue_cards(ds, indices: Sequence[int]) -> list[Card]:
+    """Cards of catalogue items: title, id, category, interaction count and cold flag."""
+    titles, cats = ds.item_titles, ds.item_categories
+    return [
+        Card(
+            ds.image_paths[i],
+            (titles[i] if titles else "") or ds.items.id(i),
+            [
+                f"{ds.items.id(i)} · {(cats[i] if cats else '') or '-'}",
+                f"{int(ds.item_popularity[i])} interactions" + (" · cold" if ds.cold_items[i] else ""),
+            ],
+        )
+        for i in indices
+    ]
