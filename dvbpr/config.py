@@ -61,6 +61,11 @@ class TrainConfig:
     theta_init: str = _option(
         "normal", "initial theta_u: normal N(0, 0.01) or uniform U(0, 0.01) (the original code)", THETA_INITS
     )
+    colour_stream: bool = _option(
+        True,
+        "phi = shape CNN on hue-randomised images + a learned colour histogram, so that colour "
+        "cannot take the whole embedding (--no-colour-stream: one CNN, the paper)",
+    )
     dropout: float = _option(0.5, "dropout on the CNN's hidden fc layers")
     lr_schedule: str = _option("none", "learning-rate schedule (plateau follows validation AUC)", LR_SCHEDULES)
     patience: int = _option(0, "early stop after N epochs without validation gain (0 = off)")
@@ -86,6 +91,7 @@ class TrainConfig:
             terms=self.terms,
             norm=self.norm,
             theta_init=self.theta_init,
+            colour_stream=self.colour_stream,
             dropout=self.dropout,
         )
 
@@ -122,6 +128,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         norm="none",
         theta_init="uniform",
         in_batch=False,
+        colour_stream=False,
         dropout=0.5,
         l2_theta=1.0,
         l2_cnn=1e-3,

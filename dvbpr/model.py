@@ -36,6 +36,7 @@ class ModelConfig:
     dropout: float = 0.5
     norm: str = "none"  # checkpoints from before the field existed had none
     theta_init: str = "uniform"
+    colour_stream: bool = False  # checkpoints from before the field existed had one stream
     # The one image preprocessing (dvbpr.images.load_image), recorded so that inference and
     # uploads are treated exactly as training was.
     preprocessing: dict = field(default_factory=lambda: {"pad": "white-square", "resize": "bicubic", "scale": "[-1,1]"})
@@ -129,6 +130,56 @@ class CNNF(nn.Module):
         return self.classifier(self.features(x))
 
 
+def random_hue(x: torch.Tensor) -> torch.Tensor:
+    """Each image of a [-1, 1] RGB batch with its chroma turned by its own random angle in YIQ:
+    luma, saturation and every edge stay, the hue becomes noise (white and grey stay put)."""
+    rgb_to_yiq = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    angle = torch.rand(x.shape[0], device=x.device, dtype=x.dtype) * (2 * torch.pi)
+    cos, sin = angle.cos(), angle.sin()
+    rotate = torch.zeros(x.shape[0], 3, 3, device=x.device, dtype=x.dtype)
+    rotate[:, 0, 0] = 1.0
+    rotate[:, 1, 1], rotate[:, 1, 2], rotate[:, 2, 1], rotate[:, 2, 2] = cos, -sin, sin, cos
+    transform = torch.linalg.inv(rgb_to_yiq) @ rotate @ rgb_to_yiq  # (B, 3, 3)
+    # Colour maps act on [0, 1] intensities; the model's input is 2 * intensity - 1.
+    out = torch.einsum("bij,bjhw->bihw", transform, (x + 1) / 2)
+    return (out.clamp(0.0, 1.0) * 2 - 1).contiguous(memory_format=torch.preserve_format)
+
+
+class ColourStream(nn.Module):
+    """A learned colour histogram: per-pixel 1x1 convolutions (no spatial context, so no shape or
+    pattern) averaged over the image, then projected to K."""
+
+    def __init__(self, dim: int, width: int = 32):
+        super().__init__()
+        self.pixels = nn.Sequential(*_conv(3, width, 1), *_conv(width, width, 1))
+        # Standardised over the batch so that the histogram learns as fast as the shape network's
+        # normalised features (without it the colour taste came epochs late). Per image, not per
+        # pixel: BatchNorm on the pixel maps cost as much as the whole CNN.
+        self.norm = nn.BatchNorm1d(width)
+        self.project = nn.Linear(width, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A histogram needs no full resolution: 4x4 blocks cost 1/16 of the pixels, and a
+        # pattern's second colour still shows in the mix.
+        x = F.avg_pool2d(x, 4)
+        return self.project(self.norm(self.pixels(x).mean(dim=(2, 3))))
+
+
+class TwoStreamCNN(nn.Module):
+    """phi(X) = shape(X) + colour(X): the shape network sees every training image with a random
+    hue, so it cannot explain the users' colours and has to learn what colour does not explain
+    (category, pattern, silhouette); the colour stream sees no spatial layout. With one network,
+    colour, the strongest and easiest visual taste, takes the whole embedding (docs/training.md)."""
+
+    def __init__(self, shape: nn.Module, dim: int):
+        super().__init__()
+        self.shape = shape
+        self.colour = ColourStream(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shape(random_hue(x) if self.training else x) + self.colour(x)
+
+
 def _alexnet(dim: int, dropout: float) -> nn.Module:
     from torchvision.models import alexnet
 
@@ -138,6 +189,11 @@ def _alexnet(dim: int, dropout: float) -> nn.Module:
 
 
 def build_cnn(cfg: ModelConfig) -> nn.Module:
+    shape = _shape_cnn(cfg)
+    return TwoStreamCNN(shape, cfg.dim) if cfg.colour_stream else shape
+
+
+def _shape_cnn(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "alexnet":
         return _alexnet(cfg.dim, cfg.dropout)
     return CNNF(

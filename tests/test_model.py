@@ -7,7 +7,17 @@ import torch
 from torch import nn
 
 from dvbpr.errors import TrainingError
-from dvbpr.model import CNNF, DVBPR, ModelConfig, bpr_loss, build_cnn, cold_item_bias
+from dvbpr.model import (
+    CNNF,
+    DVBPR,
+    ColourStream,
+    ModelConfig,
+    TwoStreamCNN,
+    bpr_loss,
+    build_cnn,
+    cold_item_bias,
+    random_hue,
+)
 
 
 def _layers(module: nn.Module, kind: type) -> list[nn.Module]:
@@ -237,3 +247,50 @@ def test_reset_parameters_follows_the_original_init() -> None:
     for m in model.cnn.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             assert torch.equal(m.bias, torch.zeros_like(m.bias))
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("c,bchw->bhw", torch.tensor([0.299, 0.587, 0.114]), (x + 1) / 2)
+
+
+def test_random_hue_keeps_luma_and_greys_and_changes_the_hue() -> None:
+    torch.manual_seed(0)
+    # Muted colours: no channel clips under any rotation, so luma is kept exactly.
+    x = torch.rand(6, 3, 8, 8) * 0.4 - 0.2
+    x[:, :, :2] = 0.3  # a grey band: no chroma to turn
+    y = random_hue(x)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    torch.testing.assert_close(_luma(y), _luma(x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[:, :, :2], x[:, :, :2], atol=1e-5, rtol=0)
+    assert (y[:, :, 2:] - x[:, :, 2:]).abs().mean() > 0.02  # the colours did move
+    assert not torch.allclose(y[0], random_hue(x[:1])[0])  # each call draws new angles
+
+
+def test_colour_stream_sees_colours_but_no_layout() -> None:
+    torch.manual_seed(0)
+    net = ColourStream(dim=8).eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    # Shuffling the 4x4 blocks (the stream's first pooling) keeps the histogram: same output.
+    blocks = x.unfold(2, 4, 4).unfold(3, 4, 4)  # (B, 3, 4, 4, 4, 4)
+    order = torch.randperm(16)
+    shuffled = blocks.reshape(2, 3, 16, 4, 4)[:, :, order].reshape(2, 3, 4, 4, 4, 4)
+    shuffled = shuffled.permute(0, 1, 2, 4, 3, 5).reshape(2, 3, 16, 16)
+    torch.testing.assert_close(net(shuffled), net(x), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(net(x.flip(1)), net(x), atol=1e-3)  # swapping red and blue does matter
+
+
+def test_two_stream_cnn_randomises_the_shape_streams_hue_in_training_only() -> None:
+    cfg = ModelConfig(n_users=3, n_items=4, arch="cnnf-small", image_size=64, dim=8, colour_stream=True, norm="batch")
+    net = build_cnn(cfg)
+    assert isinstance(net, TwoStreamCNN) and isinstance(net.shape, CNNF)
+    seen: list[torch.Tensor] = []
+    net.shape.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    net.train()
+    net(x)
+    assert not torch.allclose(seen[-1], x)
+    net.eval()
+    out = net(x)
+    torch.testing.assert_close(seen[-1], x)
+    torch.testing.assert_close(out, net.shape(x) + net.colour(x))
+    assert build_cnn(ModelConfig(n_users=3, n_items=4, dim=8)).__class__ is CNNF  # off by default in old configs

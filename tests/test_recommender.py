@@ -253,7 +253,8 @@ def test_phi_cache_is_written_once_reused_and_invalidated(tiny_run: Path, tiny_d
     ckpt = load_checkpoint(run / "best.pt")
     model = model_from_checkpoint(ckpt)
     with torch.no_grad():
-        model.cnn.classifier[-1].bias.add_(0.5)
+        # the CNN's last linear layer adds its bias to phi (CNNF: the output layer; two streams: colour's)
+        [m for m in model.cnn.modules() if isinstance(m, torch.nn.Linear)][-1].bias.add_(0.5)
     save_checkpoint(
         run / "best.pt",
         model,
