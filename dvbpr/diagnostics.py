@@ -9,6 +9,8 @@ similar-items lists and cold-start ranking inherit the collapse. These numbers s
 - `near_duplicate_share`: how many item pairs phi cannot tell apart (cosine above a threshold);
 - `neighbour_agreement` vs `chance_agreement`: which catalogue columns (colour, pattern, ...)
   an item's nearest neighbour shares, against what a random other item would;
+- `linear_probe`: whether those columns can be read off phi along straight directions (held-out
+  accuracy of a softmax regression), which is what a user's theta_u needs;
 - `taste_lifts`: on generated data with `hidden_tastes.json`, whether the model's top lists
   follow the users' hidden tastes (colour, pattern, category), beside the training data's own
   lift (what a model could learn).
@@ -27,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .images import to_model_input
+from .model import TwoStreamCNN
 
 if TYPE_CHECKING:
     from .recommender import Recommender
@@ -204,6 +208,46 @@ def neighbour_agreement(
     }
 
 
+def linear_probe(
+    phi: Embedding, labels: Sequence[Any], sample: int = 5000, seed: int = 0, l2: float = 1e-3
+) -> dict[str, float | int]:
+    """Held-out accuracy of a softmax regression from phi to the labels, beside the majority
+    class's share: whether the attribute lies along directions of phi, which is what a user's
+    linear theta_u needs (a neighbourhood can hold it while no direction does). Standardised
+    phi of (sampled) labelled items, 3/4 fitted with L-BFGS, 1/4 scored. Returns
+    {accuracy, majority, items}."""
+    labels = list(labels)
+    x = _as_tensor(phi).float().cpu()
+    if len(labels) != len(x):
+        raise ValueError(f"{len(labels)} labels for {len(x)} items")
+    known = np.flatnonzero([not _missing(v) for v in labels])
+    rows = known[_sample(len(known), sample, seed)]
+    codes = {v: c for c, v in enumerate(dict.fromkeys(labels[i] for i in rows))}
+    y = torch.tensor([codes[labels[i]] for i in rows])
+    n_fit = (3 * len(rows)) // 4
+    if len(codes) < 2 or len(rows) - n_fit < 1:
+        return {"accuracy": float("nan"), "majority": float("nan"), "items": int(len(rows))}
+    z = x[torch.as_tensor(rows)]
+    z = (z - z[:n_fit].mean(0)) / (z[:n_fit].std(0) + 1e-6)
+    with torch.enable_grad():
+        weight = torch.zeros(z.shape[1] + 1, len(codes), requires_grad=True)
+        fit = torch.cat([z[:n_fit], torch.ones(n_fit, 1)], 1)
+        opt = torch.optim.LBFGS([weight], max_iter=200, line_search_fn="strong_wolfe")
+
+        def loss() -> torch.Tensor:
+            opt.zero_grad()
+            value = F.cross_entropy(fit @ weight, y[:n_fit]) + l2 * weight[:-1].pow(2).sum()
+            value.backward()
+            return value
+
+        opt.step(loss)
+    test = torch.cat([z[n_fit:], torch.ones(len(z) - n_fit, 1)], 1)
+    with torch.inference_mode():
+        accuracy = float(((test @ weight).argmax(1) == y[n_fit:]).float().mean())
+    majority = float(torch.bincount(y[n_fit:]).max()) / (len(rows) - n_fit)
+    return {"accuracy": accuracy, "majority": majority, "items": int(len(rows))}
+
+
 # ------------------------------------------------------------------------------ tastes
 def taste_attribute(key: str) -> str:
     """The item attribute of a user's taste key: plural -> singular ("categories" ->
@@ -277,8 +321,10 @@ def categorical_columns(table: Mapping[str, Sequence[str]], n_items: int) -> dic
 def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> dict[str, float]:
     """Share of each ReLU layer's units (channels of a conv layer, neurons of an fc layer) that
     never fire on `images`, in eval mode: a dead unit carries nothing into phi. Layers are named
-    conv1.., fc1.. in forward order."""
-    relus = [m for m in cnn.modules() if isinstance(m, torch.nn.ReLU)]
+    conv1.., fc1.. in forward order, prefixed by the stream in a two-stream CNN ("colour.conv1")."""
+    named = [(name, m) for name, m in cnn.named_modules() if isinstance(m, torch.nn.ReLU)]
+    streams = [name.split(".")[0] + "." if isinstance(cnn, TwoStreamCNN) else "" for name, _ in named]
+    relus = [m for _, m in named]
     fired: list[torch.Tensor | None] = [None] * len(relus)
     kinds: list[str] = [""] * len(relus)
 
@@ -302,12 +348,12 @@ def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128
         for handle in handles:
             handle.remove()
     result: dict[str, float] = {}
-    counts = {"conv": 0, "fc": 0}
-    for active, kind in zip(fired, kinds):
+    counts: Counter[str] = Counter()
+    for active, kind, stream in zip(fired, kinds, streams):
         if active is None:
             continue
-        counts[kind] += 1
-        result[f"{kind}{counts[kind]}"] = float(1.0 - active.float().mean())
+        counts[stream + kind] += 1
+        result[f"{stream}{kind}{counts[stream + kind]}"] = float(1.0 - active.float().mean())
     return result
 
 
@@ -337,9 +383,13 @@ def embedding_report(
     report["dead_units"] = dead_units(rec.model.cnn, to_model_input(rec.store.batch(probe)).to(rec.device))
     report["dead_unit_images"] = len(probe)
     cache: dict = {}
+    columns = categorical_columns(ds.item_table(), ds.n_items)
     report["neighbour_agreement"] = {
         name: neighbour_agreement(phi, labels, sample=sample, seed=seed, _cache=cache)
-        for name, labels in categorical_columns(ds.item_table(), ds.n_items).items()
+        for name, labels in columns.items()
+    }
+    report["linear_probe"] = {
+        name: linear_probe(phi, labels, sample=sample, seed=seed) for name, labels in columns.items()
     }
     path = ds.root / TASTES_FILE
     if path.is_file():
@@ -385,6 +435,10 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append("  nearest neighbour shares the item's ...   agreement   chance   items")
         for name, row in report["neighbour_agreement"].items():
             lines.append(f"    {name:<38} {row['agreement']:10.3f} {row['chance']:8.3f} {row['items']:7d}")
+    if report.get("linear_probe"):
+        lines.append("  a linear read-out of phi predicts the item's ...   accuracy   majority")
+        for name, row in report["linear_probe"].items():
+            lines.append(f"    {name:<47} {row['accuracy']:9.3f} {row['majority']:10.3f}")
     if report.get("taste_lifts"):
         lines.append(
             f"  hidden tastes in the top-{report.get('taste_k', 20)} lists (share / catalogue = lift; "

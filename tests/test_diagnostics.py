@@ -23,6 +23,7 @@ from dvbpr.diagnostics import (
     format_report,
     near_duplicate_share,
     nearest_neighbours,
+    linear_probe,
     neighbour_agreement,
     participation_ratio,
     taste_attribute,
@@ -30,7 +31,7 @@ from dvbpr.diagnostics import (
     variance_share,
 )
 from dvbpr.images import ImageStore
-from dvbpr.model import CNNF
+from dvbpr.model import CNNF, ModelConfig, build_cnn
 from tests.conftest import is_red, make_community_dataset
 from tests.helpers import make_tiny_dataset, write_csv
 
@@ -44,6 +45,7 @@ REPORT_KEYS = {
     "sample",
     "collapsed",
     "neighbour_agreement",
+    "linear_probe",
     "dead_units",
     "dead_unit_images",
 }
@@ -160,6 +162,24 @@ def test_neighbour_agreement_follows_clusters_and_random_is_near_chance() -> Non
     assert abs(random["agreement"] - random["chance"]) < 0.06 and random["chance"] == pytest.approx(0.25, abs=0.02)
 
 
+def test_linear_probe_reads_directions_but_not_neighbourhoods() -> None:
+    """Labels along one direction each: read off. Labels of alternating sectors of a circle:
+    every item's neighbour shares its label, yet no straight direction separates them."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 2000)
+    directions = rng.normal(size=(4, 16))
+    linear = directions[y] + 0.1 * rng.normal(size=(2000, 16))
+    probe = linear_probe(linear, y.tolist())
+    assert probe["accuracy"] > 0.98 and probe["items"] == 2000
+    assert probe["majority"] == pytest.approx(np.bincount(y[1500:]).max() / 500, abs=0.06)
+    angle = rng.uniform(0, 2 * np.pi, 2000)
+    sectors = (np.floor(angle / (2 * np.pi / 12)) % 2).astype(int)  # 12 sectors, labels 0 1 0 1 ...
+    circle = np.stack([np.cos(angle), np.sin(angle)], 1)
+    assert neighbour_agreement(circle, sectors.tolist())["agreement"] > 0.95
+    assert linear_probe(circle, sectors.tolist())["accuracy"] < 0.65
+    assert linear_probe(rng.normal(size=(2000, 16)), y.tolist())["accuracy"] < 0.35  # noise: chance
+
+
 def test_neighbour_agreement_leaves_out_missing_labels() -> None:
     # items 0 and 1 coincide; item 1's label is missing, so item 0's neighbour is item 2 ("b")
     phi = np.array([[1, 0], [1, 0], [0.9, 0.5], [0, 1], [0.1, 1]], dtype=np.float32)
@@ -225,6 +245,13 @@ def test_dead_units_counts_units_that_never_fire() -> None:
     assert dead["conv2"] == pytest.approx(8 / 32) and dead["fc2"] == 1.0
     assert all(0.0 <= v <= 1.0 for v in dead.values())
     assert cnn.training  # left as it was
+
+
+def test_dead_units_of_a_two_stream_cnn_are_named_by_stream() -> None:
+    cfg = ModelConfig(n_users=2, n_items=2, image_size=32, dim=4, norm="batch", colour_stream=True)
+    dead = dead_units(build_cnn(cfg), torch.rand(10, 3, 32, 32) * 2 - 1)
+    shape = [f"shape.conv{j}" for j in range(1, 6)] + ["shape.fc1", "shape.fc2"]
+    assert list(dead) == shape + ["colour.conv1", "colour.conv2"]
 
 
 def test_item_table_keeps_every_items_csv_column(tmp_path: Path) -> None:
