@@ -1,7 +1,8 @@
 """The benchmark suite: `python benchmarks/run.py [--quick | --smoke] [--json] [--only ...]`.
 
 Sections (one module each): train (training.py), eval (evaluation.py), serve (serving.py),
-scale (scale.py), umap (embedding_map.py); the optional section browser (browser.py: the app in
+scale (scale.py), umap (embedding_map.py), catalogue (catalogue.py: explanations and new items,
+reusing the scale section's data); the optional section browser (browser.py: the app in
 chromium) runs only when asked, with `--browser` or `--only browser`. Prints one table (or, with
 --json, a JSON list of rows {"name", "value", "unit", "reference", "ratio"}); progress goes to
 stderr. `--quick` stays under 10 minutes on the 2-core CPU machine (scale and the large map
@@ -26,7 +27,14 @@ sys.path.insert(0, str(_HERE.parent))
 
 from benchmarks.common import MODES, Context, Row, default_work_dir, format_table, machine_info  # noqa: E402
 
-SECTIONS = {"train": "training", "eval": "evaluation", "serve": "serving", "scale": "scale", "umap": "embedding_map"}
+SECTIONS = {
+    "train": "training",
+    "eval": "evaluation",
+    "serve": "serving",
+    "scale": "scale",
+    "umap": "embedding_map",
+    "catalogue": "catalogue",
+}
 # Run only when asked (`--browser`, or named in --only): the app in chromium (benchmarks/browser.py).
 OPTIONAL = {"browser": "browser"}
 

@@ -8,7 +8,10 @@ time and peak memory are its own:
 3. train: 200 steps of `train_one_epoch` (CNN-F-small, batch 128), then a checkpoint;
 4. evaluate: `Recommender.from_run` (phi of every item, cached in the run) + full-ranking
    `evaluate_model` on 5,000 test users;
-5. serve: `Recommender.from_run` with phi cached, `recommend(k=20)` and `rank_users(image)`.
+5. precompute: `python -m dvbpr precompute` (every user's top-100 list, cached in the run);
+6. export: `python -m dvbpr export --k 100`, every user's top-100 to CSV, then to Parquet (top
+   lists cached by step 5; the file is deleted after its size is read);
+7. serve: `Recommender.from_run` with phi cached, `recommend(k=20)` and `rank_users(image)`.
 
 Peak memory: VmHWM (peak resident set, which counts the store's file pages a process touched:
 page cache the kernel may drop) and the sampled peak of anonymous memory (what must fit in RAM).
@@ -40,7 +43,8 @@ from benchmarks.common import (
 
 ensure_repo_on_path()
 
-STEPS = ("generate", "store", "train", "evaluate", "precompute", "serve")
+STEPS = ("generate", "store", "train", "evaluate", "precompute", "export_csv", "export_parquet", "serve")
+EXPORT_K = 100
 IMAGE_SIZE = 64
 
 
@@ -159,6 +163,37 @@ def step_precompute(args) -> dict:
     return {"detail": {"users": rec.dataset.n_users}}
 
 
+def step_export_csv(args) -> dict:
+    return _export(args, ".csv")
+
+
+def step_export_parquet(args) -> dict:
+    return _export(args, ".parquet")
+
+
+def _export(args, suffix: str) -> dict:
+    from dvbpr.export import export_top_lists
+    from dvbpr.recommender import Recommender
+
+    t0 = time.perf_counter()
+    rec = Recommender.from_run(args.run, data=args.data, device="cpu")  # = `dvbpr export`
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    path = export_top_lists(rec, Path(args.run) / f"top{EXPORT_K}{suffix}", k=EXPORT_K)
+    write_s = time.perf_counter() - t1
+    mib = path.stat().st_size / 2**20
+    path.unlink()
+    return {
+        "detail": {
+            "load_s": load_s,
+            "write_s": write_s,
+            "users": rec.dataset.n_users,
+            "k": min(EXPORT_K, rec.dataset.n_items),
+            "mib": mib,
+        }
+    }
+
+
 def step_serve(args) -> dict:
     from benchmarks.serving import upload_bytes
     from dvbpr.recommender import Recommender
@@ -235,7 +270,7 @@ def section(ctx) -> list[Row]:
         ctx.log(f"scale: {step}")
         out[step] = run_step("scale", [step, *common], ctx.log)
         ctx.log(f"scale: {step} took {out[step]['s']:.1f} s, peak {out[step]['peak_rss_gib']:.2f} GiB")
-    g, st, tr, ev, pre, sv = (out[k]["detail"] for k in STEPS)
+    g, st, tr, ev, pre, csv, parquet, sv = (out[k]["detail"] for k in STEPS)
     scale = "full size" if s.scale_fraction == 1 else f"REDUCED to {s.scale_fraction:g} of Amazon Women"
     rows = [
         Row(
@@ -254,6 +289,11 @@ def section(ctx) -> list[Row]:
         "evaluate": f"{ev['users']:,} users; load + phi of every item {ev['load_and_phi_s']:.1f} s, "
         f"ranking {ev['ranking_s']:.1f} s",
         "precompute": f"`python -m dvbpr precompute`: load (phi cached) + top-100 lists of {pre['users']:,} users",
+        **{
+            f"export_{kind}": f"`python -m dvbpr export --k {e['k']}` of {e['users']:,} users to {kind.upper()}, "
+            f"{e['mib']:,.1f} MiB: load {e['load_s']:.1f} s (top lists cached), write {e['write_s']:.1f} s"
+            for kind, e in (("csv", csv), ("parquet", parquet))
+        },
         "serve": f"load {sv['load_s']:.1f} s (phi and top lists cached)",
     }
     for step in STEPS:

@@ -13,14 +13,19 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from .catalogue import add_item, remove_item
+from .compare import compare_runs, format_comparison
 from .config import PRESETS, TrainConfig, option_default, option_flag, option_help, resume_config
 from .data import load_dataset
 from .diagnostics import embedding_report, format_report
 from .emoji import EMOJI_DATA_DIR, EmojiConfig, make_emoji_dataset
 from .errors import DVBPRError
 from .evaluate import evaluate_baselines, evaluate_recommender, format_table, write_per_user_csv
-from .fsutil import read_json
+from .explain import overlay
+from .export import export_format, export_top_lists
+from .fsutil import atomic_write, read_json
 from .importers import REPORT_FILE, import_kang_npy, import_visrec
 from .recommender import Recommender
 from .rundir import BEST, CACHE, LAST
@@ -182,6 +187,36 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    comparison = compare_runs(
+        args.run_dirs,
+        split=args.split,
+        k=args.k,
+        baselines=args.baselines,
+        n_boot=args.boot,
+        level=args.level,
+        seed=args.seed,
+        data=args.data,
+        device=args.device,
+        progress=True,
+    )
+    if args.json:
+        _print_json(comparison.to_dict(per_user=args.per_user))
+    else:
+        print(format_comparison(comparison))
+    return 0
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    export_format(args.out)  # a bad file name fails before the run is loaded
+    rec = _recommender(args)
+    path = export_top_lists(rec, args.out, k=args.k, progress=True)
+    print(f"top-{min(args.k, rec.dataset.n_items)} lists of {rec.dataset.n_users:,} users written to {path}")
+    return 0
+
+
 @command("rank-users")
 def _rank_users(args: argparse.Namespace) -> int:
     rec = _recommender(args)
@@ -219,6 +254,48 @@ def _precompute(args: argparse.Namespace) -> int:
         f"top-{k} lists of {n_users:,} users cached in {Path(rec.checkpoint_path).parent / CACHE}: "
         f"recommend with k <= {k} is now a lookup"
     )
+    return 0
+
+
+@command("explain")
+def _explain(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+    if out.suffix.lower() not in formats:
+        raise DVBPRError(f"--out {out}: write the map as .png, .jpg or .webp")
+    rec = _recommender(args)
+    explanation = rec.explain(args.user, item=args.item, image=args.image, name=args.image)
+    picture = Image.fromarray(overlay(explanation, size=args.size))
+    atomic_write(out, lambda fh: picture.save(fh, format=formats[out.suffix.lower()]))
+    summary = {
+        "user": args.user,
+        "item" if args.item else "image": args.item or args.image,
+        "visual_score": explanation.visual_score,
+        "attribution": explanation.attribution,
+        "map_size": explanation.heatmap.shape[0],
+        "out": str(out),
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"visual score {explanation.visual_score:.4f} of {summary.get('item') or summary.get('image')} for "
+            f"{args.user}; the map of what raises it is in {out}"
+        )
+    return 0
+
+
+@command("add-item")
+def _add_item(args: argparse.Namespace) -> int:
+    dataset = add_item(args.data, args.image, item_id=args.id, category=args.category, title=args.title)
+    print(f"added {dataset.items.ids[-1]} to {args.data} ({dataset.n_items:,} items); its runs serve it as a cold item")
+    return 0
+
+
+@command("remove-item")
+def _remove_item(args: argparse.Namespace) -> int:
+    dataset = remove_item(args.data, args.item_id)
+    print(f"removed {args.item_id} from {args.data} ({dataset.n_items:,} items)")
     return 0
 
 
@@ -337,6 +414,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser(
+        "compare",
+        help="two or more runs of one dataset side by side: metrics, and each run's per-user "
+        "difference to the first with a bootstrap confidence interval",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders; the first is the reference")
+    p.add_argument(
+        "--data", default=None, help="dataset folder of every run (default: the one each run records, found as usual)"
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="held-out rows to evaluate")
+    p.add_argument("-k", "--k", type=int, default=20, help="cut-off of the top-k metrics and of Recall@k's difference")
+    p.add_argument(
+        "--baselines", action="store_true", help="also evaluate popularity and BPR-MF, compared the same way"
+    )
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the users (default 1000)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--per-user",
+        dest="per_user",
+        action="store_true",
+        help="with --json, add every user's AUC and Recall@k per run",
+    )
+
+    p = sub.add_parser(
+        "export", help="every user's top-k list to a CSV or Parquet file (user_id,rank,item_id,score), in chunks"
+    )
+    _run_args(p)
+    p.add_argument("-k", "--k", type=int, default=100, help="items per user (default 100)")
+    p.add_argument("--out", required=True, help="output file: .csv, or .parquet (needs pyarrow)")
+
     p = sub.add_parser("rank-users", help="users who would rank a new image highest (cold start)")
     _run_args(p)
     p.add_argument("image", help="image file (jpg, png, webp)")
@@ -357,6 +467,33 @@ def build_parser() -> argparse.ArgumentParser:
         "(done at load for small catalogues; makes recommend a lookup on large ones)",
     )
     _run_args(p)
+
+    p = sub.add_parser(
+        "explain", help="where in an item's image a user's visual score comes from: a heatmap over the image"
+    )
+    _run_args(p)
+    p.add_argument("--user", required=True, help="user id")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--item", default=None, help="catalogue item id")
+    query.add_argument("--image", default=None, help="image file (jpg, png, webp)")
+    p.add_argument("--out", required=True, help="where to write the heatmap over the image (.png, .jpg or .webp)")
+    p.add_argument("--size", type=int, default=256, help="side of the written picture in pixels (default 256)")
+    p.add_argument("--json", action="store_true", help="print JSON (user, item or image, visual score, out)")
+
+    p = sub.add_parser(
+        "add-item", help="add an item with only an image to a dataset's catalogue (its runs serve it at once)"
+    )
+    p.add_argument("data", metavar="DATA", help="dataset folder")
+    p.add_argument("image", metavar="IMAGE", help="the item's image (jpg, png, webp)")
+    p.add_argument(
+        "--id", default=None, help="item id (letters, digits, '.', '_', '-'; default: item- and the image's hash)"
+    )
+    p.add_argument("--category", default="", help="the item's category (items.csv)")
+    p.add_argument("--title", default="", help="the item's title (items.csv; default: its id)")
+
+    p = sub.add_parser("remove-item", help="remove an item without interactions (one add-item added) from a dataset")
+    p.add_argument("data", metavar="DATA", help="dataset folder")
+    p.add_argument("item_id", metavar="ITEM_ID", help="the item's id")
 
     p = sub.add_parser("import", help="convert a public dataset into a dataset folder")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT", help="the source format")

@@ -16,7 +16,7 @@ import io
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import overload
@@ -151,6 +151,8 @@ class Dataset:
     val: np.ndarray
     test: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    # (size, mtime) of the CSV files as `load_dataset` read them: whether they changed since
+    files_stamp: tuple = ()
     cold_items: np.ndarray = field(init=False, repr=False)
     item_popularity: np.ndarray = field(init=False, repr=False)
     _csr: dict[str, tuple[np.ndarray, np.ndarray]] = field(init=False, repr=False, default_factory=dict)
@@ -191,8 +193,25 @@ class Dataset:
             self._csr[key] = (indptr, np.ascontiguousarray(rows[order, 1]))
         return self._csr[key]
 
-    def fingerprint(self) -> str:
-        """sha256 over the CSV bytes and every image's path, size and mtime.
+    def image_stamps(self, start: int = 0) -> list[str]:
+        """One line per item from `start` on, in index order: its image's path relative to the
+        dataset folder, size and mtime ("missing" when it cannot be read). The fingerprint hashes
+        them; a run's item features are keyed by those of their items. Stats every image."""
+        prefix = os.path.join(self.root, "")
+        stamps = []
+        for path in self.image_paths.strings[start:]:
+            try:
+                st = os.stat(path)
+                stamp = f"{st.st_size}\t{st.st_mtime_ns}"
+            except OSError:
+                stamp = "missing"
+            relative = path[len(prefix) :] if path.startswith(prefix) else path
+            stamps.append(f"{relative}\t{stamp}")
+        return stamps
+
+    def fingerprint(self, stamps: Sequence[str] | None = None) -> str:
+        """sha256 over the CSV bytes and every image's path, size and mtime (`image_stamps`,
+        computed unless given).
 
         Changes whenever the data a model was trained on (or an image cache was built from)
         changes on disk. Stats every image, so callers that need it often should keep the value.
@@ -203,16 +222,48 @@ class Dataset:
             h.update(f"{name}\n".encode())
             if path.is_file():
                 h.update(path.read_bytes())
-        prefix = os.path.join(self.root, "")
-        for path in self.image_paths.strings:
-            try:
-                st = os.stat(path)
-                stamp = f"{st.st_size}\t{st.st_mtime_ns}"
-            except OSError:
-                stamp = "missing"
-            relative = path[len(prefix) :] if path.startswith(prefix) else path
-            h.update(f"\n{relative}\t{stamp}".encode())
+        stamps = self.image_stamps() if stamps is None else stamps
+        if stamps:  # one update ("\n" before each stamp): hundreds of thousands of small ones take a second
+            h.update(("\n" + "\n".join(stamps)).encode())
         return h.hexdigest()
+
+    def head(self, n_items: int) -> Dataset:
+        """The dataset with its first `n_items` items only: the catalogue as it was before the
+        items after them were added (`dvbpr.catalogue`); DataError when one of those has an
+        interaction."""
+        if not 0 <= n_items <= self.n_items:
+            raise ValueError(f"n_items must be in 0..{self.n_items}, got {n_items}")
+        if n_items == self.n_items:
+            return self
+        later = sum(int((rows[:, 1] >= n_items).sum()) for rows in (self.train, self.val, self.test))
+        if later:
+            raise DataError(
+                f"dataset {self.name!r}: {later} interaction(s) use items after its first {n_items}, "
+                "so those are not items added to the catalogue since"
+            )
+        return replace(
+            self,
+            items=IdMap(self.items.ids[:n_items], "item"),
+            item_categories=self.item_categories[:n_items],
+            item_titles=self.item_titles[:n_items],
+            image_paths=ImagePaths(self.image_paths.strings[:n_items]),
+            warnings=list(self.warnings),
+        )
+
+    def with_items(
+        self, ids: Sequence[str], categories: Sequence[str], titles: Sequence[str], image_paths: Sequence[str]
+    ) -> Dataset:
+        """The dataset with items appended to its catalogue (no interactions: cold), as
+        `load_dataset` reads it once `dvbpr.catalogue.add_item` has written them. An empty
+        title is the id, as in items.csv; DataError when an id is taken."""
+        return replace(
+            self,
+            items=IdMap(self.items.ids + list(ids), "item"),
+            item_categories=self.item_categories + list(categories),
+            item_titles=self.item_titles + [t or i for t, i in zip(titles, ids, strict=True)],
+            image_paths=ImagePaths(self.image_paths.strings + [os.fspath(p) for p in image_paths]),
+            warnings=list(self.warnings),
+        )
 
     def item_table(self) -> dict[str, list[str]]:
         """Every column of items.csv (headers lower-cased, cells stripped), one value per item in
@@ -268,6 +319,7 @@ def load_dataset(path: str | Path, check_images: bool = True) -> Dataset:
     if not inter_path.is_file():
         raise DataError(f"dataset {root.name!r} has no {INTERACTIONS_FILE} (looked for {inter_path})")
 
+    stamp = files_stamp(root)  # before reading: a change while loading shows as a change since
     df = _read_csv(inter_path)
     if df is None or len(df) == 0:
         raise DataError(f"dataset {root.name!r} has no interactions ({inter_path} has no data rows)")
@@ -308,7 +360,21 @@ def load_dataset(path: str | Path, check_images: bool = True) -> Dataset:
         val=val,
         test=test,
         warnings=warnings,
+        files_stamp=stamp,
     )
+
+
+def files_stamp(root: str | Path) -> tuple:
+    """(size, mtime in ns) of a dataset folder's CSV files, None for one that is missing: it
+    changes whenever either file is replaced (they are written whole, by a rename)."""
+    stamps = []
+    for name in (INTERACTIONS_FILE, ITEMS_FILE):
+        try:
+            st = os.stat(Path(root) / name)
+            stamps.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
 
 
 # --- reading and validating CSV files ---------------------------------------------------------
@@ -466,7 +532,7 @@ def _read_items(path: Path) -> _Catalogue:
 
     def column(name: str, default: list[str]) -> list[str]:
         if name not in df.columns:
-            return default
+            return list(default)  # a list of its own: the catalogue extends each column
         cells = [c.strip() for c in df[name].to_numpy(dtype=object)]
         return [c or d for c, d in zip(cells, default)]
 

@@ -32,6 +32,10 @@ class DatasetChangedError(CheckpointError):
     """The dataset's users, items or interactions are no longer those the model was trained on."""
 
 
+class RunsNotComparableError(DVBPRError):
+    """Runs cannot be compared user by user (different datasets, too few runs, a run given twice)."""
+
+
 class TrainingError(DVBPRError):
     """Training cannot start or had to stop (bad configuration, NaN loss, busy run folder)."""
 

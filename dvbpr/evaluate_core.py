@@ -29,7 +29,7 @@ _CPU_BLOCK_COMPARISONS = 1 << 20
 _OVERSAMPLING = 2
 """Draws with replacement per wanted sampled negative, before falling back to exact draws."""
 
-_MAX_CHUNK_SCORES = 1 << 27
+MAX_CHUNK_SCORES = 1 << 27
 """Scores in one chunk's matrix at most (128M, 512 MB in fp32): caps the users per chunk on
 large catalogues, where 1,024 users x 350k items would hold several 1.4 GB matrices."""
 
@@ -102,7 +102,7 @@ def evaluate_ranking(
             ranking of ``users[r]`` (training items; on test, validation items too).
         cold_items: ``(n_items,)`` bool, True for the items without a training interaction.
         ks: the cut-offs of the top-k metrics.
-        chunk_size: users scored at a time, at most ``_MAX_CHUNK_SCORES // n_items``; the peak
+        chunk_size: users scored at a time, at most ``MAX_CHUNK_SCORES // n_items``; the peak
             memory is about two score matrices, ``2 * chunk_size * n_items`` floats (~0.8 GB
             for 1024 users x 100k items, ~1 GB at any larger catalogue).
         device: where the scores and the ranking work live.
@@ -140,7 +140,7 @@ def evaluate_ranking(
     top_items = np.full((n_users, min(ks[-1], n_items)), -1, dtype=np.int64)
     buffers: dict[torch.dtype, torch.Tensor] = {}  # one masked-scores matrix reused by every chunk
 
-    chunk_size = min(chunk_size, max(1, _MAX_CHUNK_SCORES // n_items))
+    chunk_size = min(chunk_size, max(1, MAX_CHUNK_SCORES // n_items))
     for start in tqdm(range(0, n_users, chunk_size), desc="evaluating", unit="chunk", disable=not progress):
         stop = min(start + chunk_size, n_users)
         chunk = _rank_chunk(

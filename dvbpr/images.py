@@ -116,10 +116,11 @@ class ImageStore:
     rebuilt when the dataset fingerprint (CSVs, image sizes and mtimes) changes.
     """
 
-    def __init__(self, array: np.ndarray, size: int, fingerprint: str = "") -> None:
+    def __init__(self, array: np.ndarray, size: int, fingerprint: str = "", stamps: list[str] | None = None) -> None:
         self.array = array
         self.size = size
         self.fingerprint = fingerprint  # the dataset's, when built from one: what the pixels come from
+        self.stamps = stamps  # the dataset's `image_stamps` the fingerprint was computed from
 
     def __len__(self) -> int:
         return len(self.array)
@@ -132,42 +133,126 @@ class ImageStore:
         progress: bool = True,
         progress_callback: Callable[[float, str], None] | None = None,
         workers: int | None = None,
+        stamps: list[str] | None = None,
     ) -> ImageStore:
         """Open the cache for `dataset` at `size`, building it first if missing or stale.
+        `stamps`: the dataset's `image_stamps()` when the caller has them (stat'ing every image
+        of a large catalogue takes seconds).
 
         ImageError listing every unreadable image (count, then the first 20) if any image
         cannot be decoded; no cache is written in that case.
         """
-        cache_dir = dataset.root / _CACHE_DIR
-        data_path = cache_dir / f"images_{size}.u8"
-        meta_path = cache_dir / f"images_{size}.json"
+        data_path, meta_path = _cache_paths(dataset.root, size)
         shape = (dataset.n_items, size, size, 3)
-        meta = {
-            "fingerprint": dataset.fingerprint(),
-            "n_items": dataset.n_items,
-            "size": size,
-            "item_ids_sha": hashlib.sha256("\n".join(dataset.items.ids).encode()).hexdigest(),
-        }
-        try:
-            recorded = read_json(meta_path)
-        except ValueError:  # a damaged sidecar just means rebuilding
-            recorded = None
-        fresh = recorded == meta and data_path.is_file() and data_path.stat().st_size == int(np.prod(shape))
-        if not fresh:
-            cache_dir.mkdir(parents=True, exist_ok=True)
+        stamps = dataset.image_stamps() if stamps is None else stamps
+        meta = _meta(dataset, size, dataset.fingerprint(stamps))
+        if not _is_fresh(data_path, meta_path, meta):
+            data_path.parent.mkdir(parents=True, exist_ok=True)
             # Drop the sidecar first: a crash mid-build must not leave it vouching for old data.
             meta_path.unlink(missing_ok=True)
             _build(dataset, size, data_path, progress, progress_callback, workers)
             atomic_write_json(meta_path, meta)
         elif progress_callback is not None:
             progress_callback(1.0, f"using cached {size}px images")
-        return cls(np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), size, meta["fingerprint"])
+        return cls(np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), size, meta["fingerprint"], stamps)
 
     def batch(self, item_indices: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, size, size, 3) CPU tensor of the given items (one fancy-indexed read)."""
         if isinstance(item_indices, torch.Tensor):
             item_indices = item_indices.detach().cpu().numpy()
         return torch.from_numpy(self.array[np.asarray(item_indices, dtype=np.int64)])
+
+
+def _cache_paths(root: Path, size: int) -> tuple[Path, Path]:
+    """The cache of one size and its sidecar."""
+    return root / _CACHE_DIR / f"images_{size}.u8", root / _CACHE_DIR / f"images_{size}.json"
+
+
+def _meta(dataset: Dataset, size: int, fingerprint: str) -> dict:
+    """The sidecar of a cache that is up to date for `dataset` (whose fingerprint is given)."""
+    return {
+        "fingerprint": fingerprint,
+        "n_items": dataset.n_items,
+        "size": size,
+        "item_ids_sha": hashlib.sha256("\n".join(dataset.items.ids).encode()).hexdigest(),
+    }
+
+
+def _is_fresh(data_path: Path, meta_path: Path, meta: dict) -> bool:
+    try:
+        recorded = read_json(meta_path)
+    except ValueError:  # a damaged sidecar just means rebuilding
+        return False
+    shape = (meta["n_items"], meta["size"], meta["size"], 3)
+    return recorded == meta and data_path.is_file() and data_path.stat().st_size == int(np.prod(shape))
+
+
+def append_to_caches(
+    before: Dataset, before_fingerprint: str, after: Dataset, after_fingerprint: str, image: ImageSource
+) -> list[int]:
+    """The image caches of `before` extended by the image of the one item `after` appends to its
+    catalogue (`dvbpr.catalogue.add_item`); returns the sizes extended."""
+
+    def append(fh: BinaryIO, size: int) -> None:
+        fh.seek(before.n_items * size * size * 3)
+        fh.write(load_image(image, size).tobytes())
+        fh.truncate()
+
+    return _edit_caches(before, before_fingerprint, after, after_fingerprint, append)
+
+
+def remove_from_caches(
+    before: Dataset, before_fingerprint: str, after: Dataset, after_fingerprint: str, index: int
+) -> list[int]:
+    """The image caches of `before` without the row of item `index`, which `after` removes from
+    its catalogue (`dvbpr.catalogue.remove_item`); returns the sizes changed."""
+
+    def remove(fh: BinaryIO, size: int) -> None:
+        row = size * size * 3
+        source, chunk = (index + 1) * row, max(row, _CHUNK_BYTES // row * row)
+        while source < before.n_items * row:  # the later rows, one place down
+            fh.seek(source)
+            block = fh.read(min(chunk, before.n_items * row - source))
+            fh.seek(source - row)
+            fh.write(block)
+            source += len(block)
+        fh.truncate((before.n_items - 1) * row)
+
+    return _edit_caches(before, before_fingerprint, after, after_fingerprint, remove)
+
+
+def _edit_caches(
+    before: Dataset,
+    before_fingerprint: str,
+    after: Dataset,
+    after_fingerprint: str,
+    edit: Callable[[BinaryIO, int], None],
+) -> list[int]:
+    """Each image cache that was up to date for `before` changed in place by `edit(file, size)`
+    into the one for `after`, instead of decoding every image again. The sidecar is dropped first
+    and written last, so an interrupted edit leaves a cache that is rebuilt when opened; a cache
+    that was not up to date is left to that too (and so is one whose edit failed: the catalogue
+    change stands, the cache is derived from it)."""
+    edited = []
+    for meta_path in sorted((before.root / _CACHE_DIR).glob("images_*.json")):
+        size_text = meta_path.stem.removeprefix("images_")
+        if not size_text.isdigit():
+            continue
+        size = int(size_text)
+        data_path, _ = _cache_paths(before.root, size)
+        if not _is_fresh(data_path, meta_path, _meta(before, size, before_fingerprint)):
+            continue
+        meta_path.unlink()
+        try:
+            with open(data_path, "r+b") as fh:
+                edit(fh, size)
+                fh.flush()
+                os.fsync(fh.fileno())
+            atomic_write_json(meta_path, _meta(after, size, after_fingerprint))
+        except (OSError, ImageError):
+            continue
+        edited.append(size)
+    return edited
 
 
 def _build(

@@ -17,13 +17,20 @@ user's top lists (training items excluded) can be precomputed once per checkpoin
 users, and cached beside phi: `recommend` is then a lookup. Small catalogues get them at load
 time; `python -m dvbpr precompute RUN_DIR` builds them for large ones. Calls the lists cannot
 answer (`items=`, `exclude_seen=False`, k beyond the lists) scan exactly.
+
+The catalogue may grow after training (`dvbpr.catalogue.add_item`, or `add_item` here): items
+appended to it with no interaction are served at once as cold items. phi is computed for them
+only, and each is inserted into the top lists of the users who score it above their last entry,
+instead of recomputing the lists. `explain` shows where in an image a user's visual score comes
+from (`dvbpr.explain`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,13 +39,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .catalogue import add_item as add_to_catalogue
 from .checkpoint import dataset_signature, load_checkpoint, model_from_checkpoint
 from .data import Dataset, load_dataset
-from .errors import DatasetChangedError, DVBPRError
+from .errors import DataError, DatasetChangedError, DVBPRError
+from .evaluate_core import MAX_CHUNK_SCORES
+from .explain import Explanation, explain_pixels
 from .features import ImageBatches, embed_items, embed_pixels, resolve_device
 from .fsutil import atomic_write_bytes, file_hash
 from .images import ImageStore, load_image
-from .model import DVBPR
+from .model import DVBPR, ServingFactors
 from .rundir import CACHE, find_checkpoint, find_run_data, recorded_data
 
 ImageInput = str | Path | bytes | BinaryIO
@@ -75,7 +85,8 @@ class Recommender:
         self.device = phi.device
         self.phi = phi
         self.cold = torch.as_tensor(dataset.cold_items, device=self.device)
-        self.factors = model.serving_factors(phi, self.cold)
+        trained = model.cfg.n_items  # the items after these were added to the catalogue since
+        self.factors = _with_new_items(model.serving_factors(phi[:trained], self.cold[:trained]), phi[trained:])
         self._train_ptr, self._train_idx = dataset.user_items("train")
         self.top_ids: np.ndarray | None = None  # (n_users, K) item indices, best first, -1 padded
         self.top_scores: np.ndarray | None = None
@@ -109,13 +120,16 @@ class Recommender:
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt, dev)
         store = ImageStore.open(dataset, model.cfg.image_size, progress=progress)
-        cache = _RunCache(path, store.fingerprint)
-        phi = cache.item_features(model, store, dataset, dev, progress)
+        cache = _RunCache(path, dataset.items.ids, store.stamps)
+        phi = cache.item_features(model, store, dev, progress)
         rec = cls(model, dataset, store, phi, ckpt, path)
         if top_lists is not False:
-            loaded = cache.load_top_lists(dataset.n_users, min(TOP_LIST_K, dataset.n_items))
+            loaded = cache.load_top_lists(dataset.n_users)
             if loaded is not None:
-                rec.top_ids, rec.top_scores = loaded
+                covered, rec.top_ids, rec.top_scores = loaded
+                if covered < dataset.n_items:  # items were added since: inserted, not recomputed
+                    rec._admit_new_items(covered)
+                    cache.save_top_lists(rec.top_ids, rec.top_scores)
             elif top_lists or dataset.n_users * dataset.n_items <= AUTO_TOP_LIST_SCORES:
                 rec.precompute_top_lists(progress=progress)
                 cache.save_top_lists(rec.top_ids, rec.top_scores)
@@ -187,19 +201,66 @@ class Recommender:
         """Every user's top-k items (training items excluded), computed in chunks of users and
         kept in `top_ids` / `top_scores`: `recommend` with up to k items becomes a lookup."""
         _check_k(k)
+        k = min(k, self.dataset.n_items)
+        top_ids = np.empty((self.dataset.n_users, k), dtype=np.int32)
+        top_scores = np.empty((self.dataset.n_users, k), dtype=np.float32)
+        for users, ids, scores in self.iter_top_lists(k, cached=False, progress=progress):
+            top_ids[users], top_scores[users] = ids, scores
+        self.top_ids, self.top_scores = top_ids, top_scores
+
+    def iter_top_lists(
+        self, k: int = TOP_LIST_K, chunk_users: int = 1024, cached: bool = True, progress: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every user's top-k in index space (training items excluded), a chunk of users at a
+        time: (user indices, (B, k) item indices with -1 past the last candidate, scores). From the
+        precomputed top lists when they hold k items (and `cached`), else by an exact scan."""
+        _check_k(k)
         n_users, n_items = self.dataset.n_users, self.dataset.n_items
         k = min(k, n_items)
-        top_ids = np.empty((n_users, k), dtype=np.int32)
-        top_scores = np.empty((n_users, k), dtype=np.float32)
-        # Large chunks keep the matrix product efficient; one reused buffer of at most 128M
-        # scores (512 MB) bounds the memory and avoids faulting in fresh pages for every chunk.
-        chunk = max(1, min(1024, n_users, (1 << 27) // n_items))
+        lookup = cached and self.top_ids is not None and self.top_ids.shape[1] >= k
+        # Large chunks keep the matrix product efficient; one reused buffer of at most
+        # MAX_CHUNK_SCORES bounds the memory and avoids faulting in fresh pages for every chunk.
+        chunk = max(1, min(chunk_users, n_users, MAX_CHUNK_SCORES // n_items))
+        if not lookup:
+            with torch.inference_mode():
+                buffer = torch.empty((chunk, n_items), device=self.device)
+        with tqdm(total=n_users, desc="top lists", unit="user", disable=not progress) as bar:
+            for start in range(0, n_users, chunk):
+                users = np.arange(start, min(start + chunk, n_users))
+                if lookup:
+                    yield users, self.top_ids[users, :k], self.top_scores[users, :k]
+                else:
+                    yield users, *self._scan_top(users, k, True, None, buffer[: len(users)])
+                bar.update(len(users))
+
+    def _admit_new_items(self, start: int) -> None:
+        """Insert items `start`.. (added to the catalogue: cold, in no user's history) into the top
+        lists: each into those of the users who score it above their last entry, after the
+        entries that score at least as high. One matrix product scores them for every user; the
+        lists grow only where they held every candidate (a catalogue smaller than the lists)."""
+        ids, scores = self.top_ids, self.top_scores
+        n_items, k = self.dataset.n_items, self.top_ids.shape[1]
+        wide = min(max(k, TOP_LIST_K), n_items) if k == start else k
+        if wide > k:  # -1 / -inf: no candidate there, so every new item beats it
+            ids = np.concatenate([ids, np.full((len(ids), wide - k), -1, dtype=ids.dtype)], 1)
+            scores = np.concatenate([scores, np.full((len(ids), wide - k), -np.inf, dtype=scores.dtype)], 1)
         with torch.inference_mode():
-            buffer = torch.empty((chunk, n_items), device=self.device)
-        for start in tqdm(range(0, n_users, chunk), desc="top lists", unit="chunk", disable=not progress):
-            users = np.arange(start, min(start + chunk, n_users))
-            top_ids[users], top_scores[users] = self._scan_top(users, k, True, None, buffer[: len(users)])
-        self.top_ids, self.top_scores = top_ids, top_scores
+            f = self.factors
+            new = torch.addmm(f.bias[start:], f.users, f.items_t[:, start:]).cpu().numpy()
+        cols = np.arange(wide)
+        for offset, item_scores in enumerate(new.T):
+            rows = np.flatnonzero(item_scores > scores[:, -1])
+            if not len(rows):
+                continue
+            score = item_scores[rows, None]
+            place = (scores[rows] >= score).sum(1, keepdims=True)  # < wide: it beats the last entry
+            source = np.maximum(np.where(cols < place, cols, cols - 1), 0)  # the tail moves one down
+            row_ids = np.take_along_axis(ids[rows], source, 1)
+            row_scores = np.take_along_axis(scores[rows], source, 1)
+            row_ids[cols == place] = start + offset
+            row_scores[cols == place] = score[:, 0]
+            ids[rows], scores[rows] = row_ids, row_scores
+        self.top_ids, self.top_scores = ids, scores
 
     def _scan_top(
         self,
@@ -264,6 +325,34 @@ class Recommender:
         parts = {"visual": visual, "collaborative": collaborative, "bias": bias, "total": visual + collaborative + bias}
         return {name: t.cpu().numpy() for name, t in parts.items()}
 
+    # ---------------------------------------------------------------------- explanations
+    def explain(
+        self,
+        user_id: str,
+        item: str | None = None,
+        image: ImageInput | np.ndarray | ColdItem | None = None,
+        name: str | None = None,
+    ) -> Explanation:
+        """Where in an image the user's visual score theta_u . phi(X) comes from (`dvbpr.explain`):
+        a heatmap aligned with the image as the model sees it, and the score. The image is a
+        catalogue `item` (by id) or a new `image` (as `cold_item` takes it)."""
+        if (item is None) == (image is None):
+            raise DVBPRError("give exactly one of item or image")
+        if item is not None:
+            return self.explain_items(user_id, [item])[0]
+        pixels = image.pixels if isinstance(image, ColdItem) else image
+        if not isinstance(pixels, np.ndarray):
+            pixels = self.preprocess(pixels, name)
+        return explain_pixels(self.model, self._theta(user_id), pixels[None])[0]
+
+    def explain_items(self, user_id: str, item_ids: Sequence[str]) -> list[Explanation]:
+        """`explain` of many catalogue items, in one pass through the CNN."""
+        pixels = self.store.array[self.dataset.items.indices(item_ids)]
+        return explain_pixels(self.model, self._theta(user_id), pixels)
+
+    def _theta(self, user_id: str) -> torch.Tensor:
+        return self.model.theta_users.weight[self.dataset.users.index(user_id)]
+
     # ---------------------------------------------------------------------- new images
     def preprocess(self, image: ImageInput, name: str | None = None) -> np.ndarray:
         """The image as the model sees it: uint8 (size, size, 3) after the training preprocessing."""
@@ -315,22 +404,78 @@ class Recommender:
             top = torch.topk(sims, min(k, len(sims) - (skip is not None)))
         return self.dataset.items.to_ids(top.indices.cpu().numpy()), top.values.cpu().numpy()
 
+    # ---------------------------------------------------------------------- new items
+    def add_item(self, image: ImageInput, item_id: str | None = None, category: str = "", title: str = "") -> str:
+        """Add an item with only an image to the dataset's catalogue (`dvbpr.catalogue.add_item`)
+        and serve it at once as a cold item, as `from_run` serves a grown catalogue: phi of the new
+        item only, and the top lists updated (`recommend` shows it to the users who score it above
+        their last entry); items another process added since are served too. Returns its id.
+        DatasetChangedError (the item added all the same) when the dataset changed otherwise
+        since it was loaded. The run's cache is brought up to date by the next `from_run`."""
+        old, stamps = self.dataset, self.store.stamps
+        grown = add_to_catalogue(old, image, item_id, category, title, stamps=stamps)
+        n = old.n_items
+        same = grown.users.ids == old.users.ids and grown.items.ids[:n] == old.items.ids
+        if not same or any(not np.array_equal(a, b) for a, b in zip(_splits(grown), _splits(old))):
+            raise DatasetChangedError(
+                f"{grown.items.ids[-1]!r} was added to {grown.root}, but the dataset had changed since this "
+                "Recommender loaded it: load the run again (Recommender.from_run) to serve it"
+            )
+        # the store add_to_catalogue extended (not decoded again), its old images not stat'ed again
+        stamps = None if stamps is None else stamps + grown.image_stamps(start=n)
+        store = ImageStore.open(grown, self.model.cfg.image_size, progress=False, stamps=stamps)
+        added = ImageBatches(ImageStore(store.array[n:], store.size), self.device)
+        phi = embed_items(self.model, added, grown.n_items - n)
+        self.dataset, self.store, self.phi = grown, store, torch.cat([self.phi, phi])
+        self.cold = torch.as_tensor(grown.cold_items, device=self.device)
+        self.factors = _with_new_items(self.factors, phi)
+        if self.top_ids is not None:
+            self._admit_new_items(n)
+        return grown.items.ids[-1]
+
 
 # ----------------------------------------------------------------------------- helpers
+def _splits(dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return dataset.train, dataset.val, dataset.test
+
+
+def _with_new_items(factors: ServingFactors, phi: torch.Tensor) -> ServingFactors:
+    """The factors with items appended that have only an image (phi (n, K)): scored as a cold
+    item is, theta_u . phi + the mean warm item bias, with no collaborative term."""
+    if not len(phi):
+        return factors
+    cf = factors.items_t.shape[0] - factors.visual_dim
+    columns = torch.cat([phi.T.float(), phi.new_zeros(cf, len(phi))])
+    return dataclasses.replace(
+        factors,
+        items_t=torch.cat([factors.items_t, columns], 1).contiguous(),
+        bias=torch.cat([factors.bias, factors.new_item_bias.expand(len(phi))]),
+    )
+
+
 def _check_k(k: int) -> None:
     if k < 1:
         raise DVBPRError(f"k must be at least 1, got {k}")
 
 
 def check_compatible(ckpt: dict, dataset: Dataset, path: Path) -> None:
-    """The checkpoint's users, items and training interactions must be the dataset's."""
+    """The checkpoint's users, items and interactions must be the dataset's. The catalogue may
+    have grown since by added items (`dvbpr.catalogue`): after the checkpoint's own, with no
+    interaction."""
     problems = []
+    trained = len(ckpt["item_ids"])
     if ckpt["user_ids"] != dataset.users.ids:
         problems.append(f"users differ ({len(ckpt['user_ids'])} in the model, {dataset.n_users} in the data)")
-    if ckpt["item_ids"] != dataset.items.ids:
-        problems.append(f"items differ ({len(ckpt['item_ids'])} in the model, {dataset.n_items} in the data)")
-    if not problems and ckpt.get("dataset_signature") != dataset_signature(dataset):
-        problems.append("the interactions differ")
+    if dataset.items.ids[:trained] != ckpt["item_ids"]:
+        problems.append(f"items differ ({trained} in the model, {dataset.n_items} in the data)")
+    if not problems:
+        try:
+            as_trained = dataset.head(trained)
+        except DataError:
+            problems.append(f"items after the model's {trained} have interactions")
+        else:
+            if ckpt.get("dataset_signature") != dataset_signature(as_trained):
+                problems.append("the interactions differ")
     if problems:
         raise DatasetChangedError(
             f"the dataset {dataset.root} changed since {path} was trained: {'; '.join(problems)}. "
@@ -339,21 +484,35 @@ def check_compatible(ckpt: dict, dataset: Dataset, path: Path) -> None:
 
 
 class _RunCache:
-    """Derived arrays of a checkpoint in RUN_DIR/cache, named after a hash of the checkpoint's
-    bytes and of the images' fingerprint, so neither a new checkpoint nor a changed image ever
-    reads stale features (older files of the run are deleted when replaced)."""
+    """Derived arrays of a checkpoint in RUN_DIR/cache: phi of every item and the users' top
+    lists. A file is named after a hash of the checkpoint's bytes, the number n of catalogue items
+    it covers and a hash of those items' ids and image stamps (path, size, mtime), so neither a
+    new checkpoint nor a changed image is ever read stale, while the arrays of a catalogue that
+    has grown since by added items (`dvbpr.catalogue`) still hold for its first n items: they are
+    extended, not recomputed. Older files of the run are deleted when replaced."""
 
-    def __init__(self, ckpt_path: Path, images_fingerprint: str):
+    def __init__(self, ckpt_path: Path, item_ids: list[str], stamps: list[str]):
         self.folder = ckpt_path.parent / CACHE
         self.stem = ckpt_path.stem
         # checkpoint first: the map job (embedmap) finds phi by the checkpoint's part alone
-        self.tag = f"{file_hash(ckpt_path)[:16]}_{hashlib.sha256(images_fingerprint.encode()).hexdigest()[:8]}"
+        self.checkpoint = file_hash(ckpt_path)[:16]
+        self.lines = [f"{item_id}\t{stamp}\n" for item_id, stamp in zip(item_ids, stamps, strict=True)]
 
-    def _path(self, kind: str) -> Path:
-        return self.folder / f"{kind}_{self.stem}_{self.tag}.npy"
+    def _path(self, kind: str, n: int) -> Path:
+        items = hashlib.sha256("".join(self.lines[:n]).encode()).hexdigest()[:8]
+        return self.folder / f"{kind}_{self.stem}_{self.checkpoint}_{n}_{items}.npy"
 
-    def _load(self, kind: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        path = self._path(kind)
+    def _covered(self, kind: str) -> list[int]:
+        """The numbers of first catalogue items that files of `kind` hold valid arrays for, most first."""
+        found = set()
+        for path in self.folder.glob(f"{kind}_{self.stem}_{self.checkpoint}_*_*.npy"):
+            n = path.stem.split("_")[-2]
+            if n.isdigit() and int(n) <= len(self.lines) and path == self._path(kind, int(n)):
+                found.add(int(n))
+        return sorted(found, reverse=True)
+
+    def _load(self, kind: str, n: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        path = self._path(kind, n)
         if not path.is_file():
             return None
         try:
@@ -363,26 +522,36 @@ class _RunCache:
         return array if array.shape == shape else None
 
     def _save(self, kind: str, array: np.ndarray) -> None:
+        """`array` of `kind` for the whole catalogue."""
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
         for old in self.folder.glob(f"{kind}_{self.stem}_*.npy"):
-            old.unlink(missing_ok=True)  # of an older checkpoint of this run
-        atomic_write_bytes(self._path(kind), buffer.getvalue())
+            old.unlink(missing_ok=True)  # of an older checkpoint or catalogue of this run
+        atomic_write_bytes(self._path(kind, len(self.lines)), buffer.getvalue())
 
-    def item_features(
-        self, model: DVBPR, store: ImageStore, dataset: Dataset, device: torch.device, progress: bool
-    ) -> torch.Tensor:
-        """phi of every item, computed once."""
-        phi = self._load("phi", (dataset.n_items, model.cfg.dim))
-        if phi is not None:
-            return torch.from_numpy(phi).to(device)
-        phi = embed_items(model, ImageBatches(store, device), dataset.n_items, progress=progress)
+    def item_features(self, model: DVBPR, store: ImageStore, device: torch.device, progress: bool) -> torch.Tensor:
+        """phi of every item, computed once: for a catalogue that grew, of the items added only."""
+        n_items, dim = len(self.lines), model.cfg.dim
+        cached = next(
+            (phi for n in self._covered("phi") if (phi := self._load("phi", n, (n, dim))) is not None),
+            np.zeros((0, dim), dtype=np.float32),
+        )
+        if len(cached) == n_items:
+            return torch.from_numpy(cached).to(device)
+        rest = store if not len(cached) else ImageStore(store.array[len(cached) :], store.size)
+        added = embed_items(model, ImageBatches(rest, device), n_items - len(cached), progress=progress)
+        phi = torch.cat([torch.from_numpy(cached).to(device), added])
         self._save("phi", phi.cpu().numpy())
         return phi
 
-    def load_top_lists(self, n_users: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-        ids, scores = self._load("topids", (n_users, k)), self._load("topscores", (n_users, k))
-        return None if ids is None or scores is None else (ids, scores)
+    def load_top_lists(self, n_users: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """(n, ids, scores): the top lists of the catalogue's first n items, n as large as cached."""
+        for n in self._covered("topids"):
+            shape = (n_users, min(TOP_LIST_K, n))
+            ids, scores = self._load("topids", n, shape), self._load("topscores", n, shape)
+            if ids is not None and scores is not None:
+                return n, ids, scores
+        return None
 
     def save_top_lists(self, ids: np.ndarray, scores: np.ndarray) -> None:
         self._save("topids", ids)

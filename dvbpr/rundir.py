@@ -32,6 +32,7 @@ from .synth import DEFAULT_DATA_DIR, ensure_default_dataset
 STATUS, METRICS, CONFIG = "status.json", "metrics.jsonl", "config.json"
 BEST, LAST = "best.pt", "last.pt"
 LOG, LOCK, CACHE = "train.log", ".lock", "cache"
+TENSORBOARD = "tensorboard"  # TensorBoard event files (dvbpr.tblog)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The folder that holds `dvbpr/` (the repository in a checkout or an editable install)."""

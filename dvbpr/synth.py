@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import shutil
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -338,8 +339,27 @@ def _top_light(side: int) -> Image.Image:
     return Image.fromarray(np.repeat(np.repeat(ramp[:, None, None], side, 1), 3, 2), "RGB")
 
 
-def render_item(category: str, colour: str, pattern: str, size: int = 128, seed: int | list[int] = 0) -> Image.Image:
-    """Draw one garment as a `size` x `size` RGB image; `seed` drives the per-item jitter only."""
+@overload
+def render_item(
+    category: str,
+    colour: str,
+    pattern: str,
+    size: int = ...,
+    seed: int | list[int] = ...,
+    with_mask: Literal[False] = ...,
+) -> Image.Image: ...
+@overload
+def render_item(
+    category: str, colour: str, pattern: str, size: int = ..., seed: int | list[int] = ..., *, with_mask: Literal[True]
+) -> tuple[Image.Image, np.ndarray]: ...
+def render_item(
+    category: str, colour: str, pattern: str, size: int = 128, seed: int | list[int] = 0, with_mask: bool = False
+) -> Image.Image | tuple[Image.Image, np.ndarray]:
+    """Draw one garment as a `size` x `size` RGB image; `seed` drives the per-item jitter only.
+
+    `with_mask=True` also returns the garment's silhouette, a bool (size, size) array: the pixels
+    the garment is painted on (its fabric and outline), not the background or the drop shadow.
+    The pixels are the same either way."""
     rng = np.random.default_rng(seed)
     side = 2 * size  # drawn at 2x and averaged down: anti-aliased edges, patterns and lines
     px = side / 256.0  # pattern periods and offsets are specified for a 256 px canvas
@@ -388,7 +408,8 @@ def render_item(category: str, colour: str, pattern: str, size: int = 128, seed:
     shadow = shadow.filter(ImageFilter.BoxBlur(6 * px)).point(_SHADOW_LUT)
     # (pasting a solid image is much faster than pasting a colour through a mask)
     img.paste(Image.new("RGB", img.size, (0, 0, 0)), mask=shadow)
-    img.paste(Image.new("RGB", img.size, trim), mask=mask_img.filter(ImageFilter.BoxBlur(2 * px)).point(_OUTLINE_LUT))
+    outlined = mask_img.filter(ImageFilter.BoxBlur(2 * px)).point(_OUTLINE_LUT)  # the fabric and its outline
+    img.paste(Image.new("RGB", img.size, trim), mask=outlined)
     img.paste(fabric, mask=mask_img)
 
     draw = ImageDraw.Draw(img)
@@ -397,6 +418,8 @@ def render_item(category: str, colour: str, pattern: str, size: int = 128, seed:
             draw.polygon(place(points), fill=trim)
         else:
             draw.line(place(points), fill=trim, width=max(1, round(width * scale)), joint="curve")
+    if with_mask:  # averaged down as the pixels are; a pixel at least half covered is garment
+        return img.reduce(2), np.asarray(outlined.reduce(2)) >= 128
     return img.reduce(2)
 
 
@@ -560,6 +583,30 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 
 def _title(colour: str, pattern: str, category: str) -> str:
     return f"{colour.capitalize()} {_PATTERN_SPECS[pattern].adjective} {category}"
+
+
+def silhouettes(folder: str | Path, item_ids: list[str]) -> np.ndarray:
+    """The garment masks (`render_item(..., with_mask=True)`) of items of a generated dataset,
+    redrawn from its hidden_tastes.json: bool (len(item_ids), image_size, image_size)."""
+    path = Path(folder) / "hidden_tastes.json"
+    try:
+        tastes = json.loads(path.read_text())
+        items, config = tastes["items"], tastes["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read the generator's record of the items ({exc})") from None
+    position = {item_id: i for i, item_id in enumerate(items)}  # drawn with seed [seed, position]
+    missing = [i for i in item_ids if i not in position]
+    if missing:
+        raise DataError(f"{path} does not describe the item(s) {missing[:10]}: they were not generated")
+    masks = []
+    for item_id in item_ids:
+        look = items[item_id]
+        seed = [config["seed"], position[item_id]]
+        _, mask = render_item(
+            look["category"], look["colour"], look["pattern"], config["image_size"], seed, with_mask=True
+        )
+        masks.append(mask)
+    return np.stack(masks) if masks else np.zeros((0, config["image_size"], config["image_size"]), dtype=bool)
 
 
 def is_complete(folder: str | Path) -> bool:

@@ -5,7 +5,8 @@ restore them from `last.pt`; then for each epoch `train_one_epoch` (which yields
 step, and before a step whose state a mid-epoch checkpoint keeps), validation, the epoch's
 checkpoints and log lines, and the stop decisions. One process or many (torchrun:
 `dvbpr.distributed`); rank 0 alone writes the run folder (`dvbpr.rundir`): `last.pt`
-(resumable), `best.pt` (best validation AUC), `config.json`, `metrics.jsonl` and `status.json`.
+(resumable), `best.pt` (best validation AUC), `config.json`, `metrics.jsonl` and `status.json`,
+and TensorBoard event files beside them (`dvbpr.tblog`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from .model import DVBPR, ModelConfig, bpr_loss
 from .optim import make_optimizer, make_scheduler, stretch_cosine
 from .rundir import BEST, CONFIG, LAST, RunLock, RunLog, find_checkpoint, has_checkpoint, read_status
 from .sampling import TripletSampler
+from .tblog import TensorBoardLog
 
 
 # ------------------------------------------------------------------------------- building
@@ -224,6 +226,7 @@ def train(
         StopRequest() as stop,
         RunLock(run_dir) if d.is_main else nullcontext(),
         RunLog(run_dir, d.is_main, fresh=not resume) as log,
+        TensorBoardLog(run_dir, d.is_main, fresh=not resume) as tb,
     ):
         recorded = recorded_config(cfg, run_dir)
         log.update(state="starting", message="loading data", data=recorded["data"], started_at=time.time())
@@ -327,6 +330,7 @@ def train(
                 if global_step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
                     record = meter.step_record(epoch, global_step, event.loss, optimizer.param_groups[0]["lr"])
                     log.metrics(record)
+                    tb.step(record)
                     log.update(
                         epoch=epoch,
                         eta_s=meter.eta(global_step),
@@ -360,6 +364,7 @@ def train(
             # the epoch's log line and checkpoints, then the stop decision
             record = meter.epoch_record(epoch, global_step, val_metrics)
             log.metrics(record)
+            tb.epoch(record)
             if improved:
                 checkpoints.save(BEST, epoch + 1, 0, record)
             checkpoints.save(LAST, epoch + 1, 0, record, (best, stale))
@@ -374,6 +379,8 @@ def train(
                 stopped = f"early stop: no validation gain in {cfg.patience} epochs"
                 break
         bar.close()
+        if not stop.requested:  # the projector takes a while: a stop request wants out now
+            tb.projector(run_dir, dataset, store, device, global_step)
         if stopped and not stopped.startswith("early stop"):
             log.update(state="stopped", message=f"{stopped}; resume with --resume", eta_s=None)
         else:

@@ -1,4 +1,5 @@
-"""Evaluate: the active model's test metrics beside the baselines, curves and per-user AUC."""
+"""Evaluate: the active model's test metrics beside the baselines, curves and per-user AUC; and
+runs of the dataset compared side by side (dvbpr.compare), with bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import errors, figures, loaders, paths, reference, shell, style
+from dvbpr.compare import Comparison, PairedDiff
+from ui import errors, figures, loaders, paths, reference, shell, state, style
 
 COLUMNS = {
     "auc": "AUC",
@@ -24,10 +26,14 @@ COLUMNS = {
 CHART_METRICS = ["auc", "rr", "recall@20", "ndcg@20", "recall@100", "ndcg@100"]
 MODEL_COLOURS = {"dvbpr": "#5b4bdb", "popularity": "#b0adc4", "bpr-mf": "#18a38a"}
 NA = "n/a"  # a missing metric in the tables
+COMPARE_K = 20  # the comparison's cut-off: Recall@20 gets a confidence interval beside AUC
+COMPARE_COLUMNS = {key: COLUMNS[key] for key in ("auc", "auc_cold", "rr", "recall@20", "ndcg@20", "coverage@20")}
+W_CMP_RUNS, W_CMP_BASELINES = "ev_cmp_runs", "ev_cmp_baselines"  # the comparison's widgets
+CMP_SHOWN = "ev_cmp_shown"  # (runs, baselines) of the comparison last asked for, shown until the next
 
 
-def _table(results: dict[str, dict[str, float]]) -> pd.DataFrame:
-    rows = {name: {label: m.get(key, np.nan) for key, label in COLUMNS.items()} for name, m in results.items()}
+def _table(results: dict[str, dict[str, float]], columns: dict[str, str] = COLUMNS) -> pd.DataFrame:
+    rows = {name: {label: m.get(key, np.nan) for key, label in columns.items()} for name, m in results.items()}
     return pd.DataFrame.from_dict(rows, orient="index").astype(float)
 
 
@@ -104,6 +110,7 @@ def main() -> None:
             figures.chart(curves, key="ev_curves")
 
     _embedding_health()
+    _compare_runs()
 
     try:
         with (
@@ -167,21 +174,27 @@ def _embedding_health() -> None:
         )
     left, right = st.columns(2, gap="large")
     agreement = r.get("neighbour_agreement") or {}
+    probes = r.get("linear_probe") or {}
     with left:
-        st.markdown("**What an item's nearest neighbour shares**")
+        st.markdown("**What phi encodes**")
         if agreement:
             rows = {
                 name: {
                     "neighbour": f"{a['agreement']:.1%}",
                     "chance": f"{a['chance']:.1%}",
                     "ratio": f"{a['agreement'] / a['chance']:.2f}" if a["chance"] else NA,
+                    "linear read-out": f"{probes[name]['accuracy']:.1%}" if name in probes else NA,
+                    "majority": f"{probes[name]['majority']:.1%}" if name in probes else NA,
                     "items": f"{a['items']:,}",
                 }
                 for name, a in agreement.items()
             }
             _text_table(rows, "column")
             st.caption(
-                "Share of items whose nearest item by cosine of phi has the same value, against two random items."
+                "Neighbour: share of items whose nearest item by cosine of phi has the same value, against "
+                "two random items (chance). Linear read-out: held-out accuracy of a softmax regression from "
+                "phi, against always guessing the commonest value: a user's θ can only use what lies along "
+                "straight directions."
             )
         else:
             st.caption("items.csv has no column with a few repeated values to compare neighbours on.")
@@ -206,6 +219,135 @@ def _embedding_health() -> None:
                 "catalogue's share (lift = ratio); the training interactions' own lift is what a model "
                 "could learn."
             )
+
+
+def _compare_runs() -> None:
+    """Runs of the active dataset side by side: metrics, validation curves, per-user AUC, and
+    each run's paired per-user difference to the first with a bootstrap interval."""
+    st.subheader("Compare runs", anchor=False)
+    data = loaders.require_dataset()
+    runs = [r for r in paths.list_models() if paths.run_dataset_name(paths.models_root() / r) == data.name]
+    if len(runs) < 2:
+        st.info(
+            f"Comparing needs at least two runs trained on {data.name}; there is {len(runs)}. "
+            "Train another on the Train page (another seed, architecture or schedule).",
+            icon=":material/compare_arrows:",
+        )
+        return
+    active = state.active_model()
+    default = [active, *[r for r in runs if r != active]][:2] if active in runs else runs[:2]
+    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    chosen = left.multiselect(
+        "Runs",
+        runs,
+        default=default,
+        key=W_CMP_RUNS,
+        help="Runs of this dataset; the first chosen is the reference every other run is compared with",
+    )
+    baselines = right.checkbox("With baselines", key=W_CMP_BASELINES, help="Also popularity and BPR-MF (trained once)")
+    if st.button("Compare", key="ev_cmp_go", icon=":material/compare_arrows:", disabled=len(chosen) < 2):
+        st.session_state[CMP_SHOWN] = (tuple(chosen), baselines)
+    shown = st.session_state.get(CMP_SHOWN)
+    if not shown or not set(shown[0]) <= set(runs):
+        st.caption("Choose two or more runs and press Compare.")
+        return
+    try:
+        with st.spinner(f"Evaluating {len(shown[0])} runs on every test user…", show_time=True):
+            c, key = loaders.comparison(shown[0], shown[1], COMPARE_K)
+    except Exception as exc:  # noqa: BLE001 - the rest of the page stays on screen
+        errors.show_exception(exc)
+        return
+    _show_table(_table(c.metrics, COMPARE_COLUMNS), "run")
+    rows = {
+        name: {
+            column: cell
+            for metric, label in (("auc", "AUC"), (f"recall@{c.k}", f"R@{c.k}"))
+            for column, cell in _diff_cells(c.diffs[name][metric], label, c.level).items()
+        }
+        for name in c.names[1:]
+    }
+    st.markdown(f"**Difference to {c.reference}, user by user**")
+    _text_table(rows, "run")
+    st.caption(
+        f"Mean over the {len(c.users):,} test users of (run - {c.reference}), with a {c.level:.0%} percentile "
+        f"bootstrap interval ({c.n_boot:,} resamples of the users). An interval that excludes 0 is a "
+        "difference larger than the choice of users explains."
+    )
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.markdown("**Validation AUC over epochs**")
+        curves = figures.cached_figure("ev_cmp_curves", key, lambda: _overlaid_curves(c))
+        if curves is None:
+            st.caption("None of these runs has per-epoch validation records.")
+        else:
+            figures.chart(curves, key="ev_cmp_curves")
+    with right:
+        st.markdown("**Per-user test AUC**")
+        figures.chart(figures.cached_figure("ev_cmp_auc", key, lambda: _auc_boxes(c)), key="ev_cmp_auc")
+
+
+def _diff_cells(d: PairedDiff, label: str, level: float) -> dict[str, str]:
+    """A difference as table cells: its mean, its interval and what the interval says."""
+    if not d.users:
+        return {f"{label} diff": NA, f"{label} {level:.0%} CI": NA, f"{label}: verdict": NA}
+    verdict = ("better" if d.low > 0 else "worse") if d.excludes_zero else "within noise"
+    return {
+        f"{label} diff": f"{d.mean:+.4f}",
+        f"{label} {level:.0%} CI": f"[{d.low:+.4f}, {d.high:+.4f}]",
+        f"{label}: verdict": verdict,
+    }
+
+
+def _overlaid_curves(c: Comparison) -> go.Figure | None:
+    """Validation AUC per epoch, one line per run (None when no run recorded any)."""
+    fig = go.Figure()
+    for n, (name, records) in enumerate(c.curves.items()):
+        pts = [(r["epoch"], r["val_auc"]) for r in records if "val_auc" in r]
+        if pts:
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in pts],
+                    y=[p[1] for p in pts],
+                    mode="lines+markers",
+                    name=name,
+                    line=dict(color=figures.PALETTE[n % len(figures.PALETTE)]),
+                )
+            )
+    if not fig.data:
+        return None
+    fig.update_xaxes(dtick=1)
+    fig.update_layout(
+        height=320,
+        margin=dict(l=4, r=4, t=24, b=4),
+        xaxis_title="epoch",
+        yaxis_title="validation AUC",
+        plot_bgcolor=figures.PLOT_BG,
+        legend=dict(orientation="h", y=1.12, x=0),
+    )
+    return fig
+
+
+def _auc_boxes(c: Comparison) -> go.Figure:
+    """The distribution of per-user test AUC, one box per run (its mean dashed)."""
+    fig = go.Figure()
+    for n, name in enumerate(c.names):
+        auc = c.per_user[name]["auc"]
+        fig.add_trace(
+            go.Box(
+                y=auc[np.isfinite(auc)],
+                name=name,
+                boxmean=True,
+                marker_color=MODEL_COLOURS.get(name, figures.PALETTE[n % len(figures.PALETTE)]),
+            )
+        )
+    fig.update_layout(
+        height=320,
+        margin=dict(l=4, r=4, t=24, b=4),
+        yaxis_title="AUC of the user's test item",
+        plot_bgcolor=figures.PLOT_BG,
+        showlegend=False,
+    )
+    return fig
 
 
 def _text_table(rows: dict[str, dict[str, str]], index_label: str) -> None:

@@ -1,7 +1,8 @@
 """Recommendations: a user's history, their top 20, the held-out test item and why items rank.
 
 The test item's rank, hit and AUC are the user's row of the Evaluate page's evaluation
-(loaders.ranking), so the two pages always agree.
+(loaders.ranking), so the two pages always agree. A toggle overlays on the test item and the top
+20 where in each image the user's visual score comes from (loaders.explanations).
 """
 
 from __future__ import annotations
@@ -107,6 +108,14 @@ def main() -> None:
         m[2].metric(f"Hit@{K}", "-")
         m[3].metric("User AUC", "-")
 
+    heat = st.toggle(
+        "Where the taste looks",
+        key="rec_explain",
+        help="A heatmap over the test item and the top 20: the pixels that raise this user's visual "
+        "score θᵤ·φ(Xᵢ) (gradient × input against a white canvas), hottest where they raise it most",
+    )
+    overlays = loaders.explanations(user, list(dict.fromkeys(tests[:6] + top_ids))) if heat else {}
+
     index = ds.items.index
     titles, cats, images = ds.item_titles, ds.item_categories, ds.image_paths
 
@@ -130,7 +139,7 @@ def main() -> None:
                 hit = r <= K
                 cards.append(
                     grid.Card(
-                        images[i],
+                        overlays.get(t, images[i]),
                         title(i),
                         [f"{t} · {cat(i)}", f"rank {r:,} of {n_candidates:,}"],
                         badge="hit" if hit else "miss",
@@ -190,7 +199,7 @@ def main() -> None:
         explain = ", ".join(f"{n} {v:+.3f}" for n, v in breakdown.items())
         cards.append(
             grid.Card(
-                images[i],
+                overlays.get(item, images[i]),
                 title(i),
                 [f"{item} · score {score:.3f}"],
                 badge="ground truth" if gt else f"#{r}",

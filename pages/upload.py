@@ -2,7 +2,10 @@
 
 The image goes through the CNN once (loaders.cold_item: Recommender.cold_item, cached per image):
 its pixels, phi and every user's score serve the user list, the histogram, the similar items and
-the map (rank_users, similar_items and embedmap.place take it without embedding it again).
+the map (rank_users, similar_items and embedmap.place take it without embedding it again). For a
+user chosen from the list, a heatmap shows where in the image their visual score comes from; an
+uploaded image can be added to the catalogue (dvbpr.catalogue.add_item), and the model serves it
+at once as a cold item.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from dvbpr.catalogue import add_item
 from dvbpr.embedmap import place
-from dvbpr.errors import ImageError
-from ui import errors, figures, grid, loaders, maps, shell, style
+from dvbpr.errors import DVBPRError, ImageError
+from ui import errors, figures, grid, loaders, maps, shell, state, style
 
 HISTORY_THUMBS = 8
 
@@ -57,6 +61,9 @@ def _image_input(rec) -> tuple[bytes, str, str | None] | None:
 
 def main() -> None:
     style.header("Upload", "Cold start: score an image the model has never seen against every user.")
+    notice = state.pop_notice()
+    if notice:
+        st.success(notice, icon=":material/add_photo_alternate:")
     rec = loaders.recommender()
     ds = rec.dataset
     chosen = _image_input(rec)
@@ -93,6 +100,9 @@ def main() -> None:
         help="theta_u · phi(image) + the mean item bias, as for a cold item",
     )
     st.html(_user_rows(rec, users, scores))
+    _explanation(raw, name, users)
+    if item_id is None:
+        _add_to_catalogue(rec, raw)
 
     sim_col, map_col = st.columns([3, 2], gap="large")
     with sim_col:
@@ -122,6 +132,53 @@ def main() -> None:
             help="Placed at the similarity-weighted mean of its 10 nearest items' map positions",
         )
         _map(rec, item.phi, sim_ids, item_id)
+
+
+def _explanation(raw: bytes, name: str, users: list[str]) -> None:
+    st.subheader(
+        "Where a user's taste looks",
+        anchor=False,
+        help="The pixels that raise the user's visual score θᵤ·φ(image): gradient × input against a "
+        "white canvas, hottest where they raise it most",
+    )
+    pick, shown = st.columns([1, 3], vertical_alignment="top")
+    user = pick.selectbox(
+        "User", users, index=None, placeholder="Choose a user from the list above", key="up_explain_user"
+    )
+    if user is None:
+        return
+    uri, score = loaders.upload_explanation(raw, name, user)
+    with shown:
+        grid.image_grid([grid.Card(uri, user, [f"visual score {score:.3f}"], tooltip=f"{name} for {user}")], 220)
+
+
+def _add_to_catalogue(rec, raw: bytes) -> None:
+    st.subheader(
+        "Add to the catalogue",
+        anchor=False,
+        help="Writes the image and a row of items.csv into the dataset folder. Every model trained on "
+        "it serves the item at once as a cold item (its visual term and the mean item bias), without "
+        "retraining: in recommendations, on the map and on the Data page.",
+    )
+    with st.form("up_add", border=False):
+        a, b, c, d = st.columns([2, 2, 3, 2], vertical_alignment="bottom")
+        item_id = a.text_input("Item id", key="up_add_id", placeholder="default: item-<image hash>")
+        category = b.text_input("Category", key="up_add_category")
+        title = c.text_input("Title", key="up_add_title")
+        submitted = d.form_submit_button("Add to catalogue", icon=":material/add:", width="stretch")
+    if not submitted:
+        return
+    try:
+        grown = add_item(rec.dataset.root, raw, item_id=item_id.strip() or None, category=category, title=title)
+    except DVBPRError as exc:
+        errors.show_exception(exc)
+        return
+    state.set_notice(
+        f"Added **{grown.items.ids[-1]}** to the catalogue of {grown.name} ({grown.n_items:,} items). "
+        "The model serves it at once as a cold item: in the top 20 of the users who score it above "
+        "their last one, on the map and on the Data page."
+    )
+    st.rerun()
 
 
 def _histogram(all_scores: np.ndarray, users: list[str], scores: np.ndarray) -> go.Figure:

@@ -6,10 +6,12 @@
 Starts `streamlit run app.py` on a local port (the default data and model, data/default and
 models/default, unless the flags or DVBPR_DATA_ROOT / DVBPR_MODELS_ROOT / DVBPR_DEFAULT_MODEL
 say otherwise), opens it in Debian's chromium at 1400x1000 and saves one full-page screenshot per
-page: recommendations.png (a user whose test item is in their top 20), embeddings.png (the map:
+page: recommendations.png (a user whose test item is in their top 20) and explanations.png (the
+same with the heatmap overlay of what raises the user's visual score), embeddings.png (the map:
 computed first if needed, a minute or two), upload.png (a new garment image, drawn for the shot,
 uploaded), train.png, evaluate.png (with the baselines: computed first if needed, minutes on a
-busy CPU) and data.png. Exits with status 1 if a page shows an error.
+busy CPU) and data.png; `--only` takes some of the pages. Exits with status 1 if a page shows
+an error.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _check(page, name: str) -> None:
         raise SystemExit(f"the {name} page shows an error: {errors[0]}")
 
 
-def shoot(url: str, out: Path, image: Path | None) -> list[Path]:
+def shoot(url: str, out: Path, image: Path | None, only: list[str] | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     saved = []
@@ -64,6 +66,8 @@ def shoot(url: str, out: Path, image: Path | None) -> list[Path]:
             _check(page, "Recommendations")
 
             for slug, title in bb.PAGES.items():
+                if only and slug not in only:
+                    continue
                 t0 = time.perf_counter()
                 bb.open_page(page, title, SLOW_MS)
                 if slug == "recommendations":
@@ -100,6 +104,16 @@ def shoot(url: str, out: Path, image: Path | None) -> list[Path]:
                 _check(page, title)
                 saved.append(bb.full_screenshot(page, out / f"{slug}.png"))
                 _log(f"{title}: {saved[-1]} ({time.perf_counter() - t0:.1f} s)")
+                if slug == "recommendations":  # the same user with the explanation overlay
+                    since = bb.arm(page)
+                    bb.widget(page, "rec_explain").locator("label").click()
+                    bb.wait_idle(page, STEP_MS, since=since, until_js=bb.RECS_READY_JS)
+                    _check(page, title)
+                    saved.append(bb.full_screenshot(page, out / "explanations.png"))
+                    _log(f"{title} explained: {saved[-1]}")
+                    since = bb.arm(page)
+                    bb.widget(page, "rec_explain").locator("label").click()
+                    bb.wait_idle(page, STEP_MS, since=since)
         finally:
             browser.close()
     return saved
@@ -131,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default=None, help="the model shown (default $DVBPR_DEFAULT_MODEL, else default)")
     parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated pages to shoot (default all: {','.join(bb.PAGES)}); "
+        "recommendations also makes explanations.png",
+    )
+    parser.add_argument(
         "--image",
         type=Path,
         default=None,
@@ -138,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         "by the default dataset's generator, not in the catalogue)",
     )
     args = parser.parse_args(argv)
+    only = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
+    unknown = sorted(set(only or ()) - set(bb.PAGES))
+    if unknown:
+        parser.error(f"unknown page(s) {unknown}; choose from {list(bb.PAGES)}")
     try:
         bb.check_chromium()
     except RuntimeError as exc:
@@ -146,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dvbpr-shots-") as tmp:
         image = args.image or _new_garment(Path(tmp))
         if args.url:
-            shoot(args.url.rstrip("/") + "/", args.out, image)
+            shoot(args.url.rstrip("/") + "/", args.out, image, only)
             return 0
         server = bb.AppServer(
             args.data_root and args.data_root.resolve(),
@@ -157,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"starting the app on port {server.port} (log: {server.log_path})")
         with server:
             try:
-                shoot(server.page_url(), args.out, image)
+                shoot(server.page_url(), args.out, image, only)
             except BaseException:
                 _log(f"--- server log ---\n{server.log_tail()}")
                 raise

@@ -309,6 +309,7 @@ TRAIN_WIDGETS = {
     "tr_max": "max_minutes",
     "tr_negatives": "negatives",
     "tr_in_batch": "in_batch",
+    "tr_colour_stream": "colour_stream",
     "tr_norm": "norm",
     "tr_theta_init": "theta_init",
     "tr_dropout": "dropout",
@@ -445,7 +446,7 @@ def test_evaluate_shows_embedding_health():
     assert {"Variance in top 1", "Variance in top 5", "Near-duplicate pairs"} <= set(metrics)
     tables = {tuple(d.value.index): d.value for d in at.dataframe}
     agreement = tables[("category", "colour", "pattern")]
-    assert list(agreement.columns) == ["neighbour", "chance", "ratio", "items"]
+    assert list(agreement.columns) == ["neighbour", "chance", "ratio", "linear read-out", "majority", "items"]
     assert set(agreement["items"]) == {"240"}
     lifts = tables[("categories", "colours", "patterns")]
     assert {"lift", "interactions' lift"} <= set(lifts.columns)
@@ -565,3 +566,135 @@ def test_no_absolute_machine_path_is_shown(page, roots):
     assert text.strip()
     for folder in {str(roots["data"].parent), str(REPO_ROOT)}:
         assert folder not in text, f"{folder} shown on {page or 'the start page'}"
+
+
+# ---------------------------------------------------------------------- compare runs (issue 15)
+def _cmp_tables(at: AppTest) -> dict[tuple, object]:
+    return {tuple(d.value.index): d.value for d in at.dataframe}
+
+
+def test_evaluate_compares_runs_with_bootstrap_intervals(roots):
+    """The Compare runs section: the fixture's two runs of the dataset (default and its copy
+    fresh) side by side, then with the baselines; every difference is the per-user mean of
+    (run - reference), so it equals the difference of the runs' AUCs in the table."""
+    from ui import loaders, paths
+
+    at = ok(app("pages/evaluate.py"))
+    assert "Compare runs" in [s.value for s in at.subheader]
+    assert at.multiselect(key="ev_cmp_runs").value == ["default", "fresh"]  # the active model first
+    [b for b in at.button if b.label == "Compare"][0].click().run()
+    ok(at)
+    tables = _cmp_tables(at)
+    metrics, diffs = tables[("default", "fresh")], tables[("fresh",)]
+    run, data = roots["models"] / "default", roots["data"] / "default"
+    key = (str(run), paths.checkpoint_stamp(paths.checkpoint_path(run)), str(data))
+    assert metrics.loc["default", "AUC"] == f"{loaders._ranking(*key, 'test').metrics['auc']:.5f}"
+    assert metrics.loc["fresh", "AUC"] == metrics.loc["default", "AUC"]  # a copy: the same model
+    assert diffs.loc["fresh", "AUC diff"] in ("+0.0000", "-0.0000")
+    assert diffs.loc["fresh", "AUC 95% CI"] in ("[+0.0000, +0.0000]", "[-0.0000, -0.0000]")
+    assert diffs.loc["fresh", "AUC: verdict"] == "within noise"
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    boxes = [f for f in figs if {t["type"] for t in f["data"]} == {"box"}]
+    assert boxes and [t["name"] for t in boxes[0]["data"]] == ["default", "fresh"]
+    curves = [f for f in figs if f["layout"].get("yaxis", {}).get("title", {}).get("text") == "validation AUC"]
+    assert curves and [t["name"] for t in curves[0]["data"]] == ["default", "fresh"]
+
+    at.checkbox(key="ev_cmp_baselines").check().run()
+    [b for b in at.button if b.label == "Compare"][0].click().run()
+    ok(at)
+    tables = _cmp_tables(at)
+    metrics = tables[("default", "fresh", "popularity", "bpr-mf")]
+    diffs = tables[("fresh", "popularity", "bpr-mf")]
+    for name in ("popularity", "bpr-mf"):
+        gap = float(metrics.loc[name, "AUC"]) - float(metrics.loc["default", "AUC"])
+        assert float(diffs.loc[name, "AUC diff"]) == pytest.approx(gap, abs=1.5e-4)
+        low, high = (float(v) for v in diffs.loc[name, "AUC 95% CI"].strip("[]").split(","))
+        assert low <= float(diffs.loc[name, "AUC diff"]) <= high
+        verdict = "within noise" if low <= 0 <= high else ("better" if low > 0 else "worse")
+        assert diffs.loc[name, "AUC: verdict"] == verdict
+
+
+def test_evaluate_compare_needs_two_runs(monkeypatch):
+    from ui import paths
+
+    monkeypatch.setattr(paths, "list_models", lambda: ["default"])
+    at = ok(app("pages/evaluate.py"))
+    assert any("at least two runs" in i.value for i in at.info)
+    assert not [b for b in at.button if b.label == "Compare"]
+
+
+# ------------------------------------------------------ explanations and new items (issue 14)
+def _grids(at: AppTest) -> list[str]:
+    """The image grids' HTML, in page order (Recommendations: the test item, the history, the top 20)."""
+    return [h.value for h in at.get("html") if 'class="dv-grid"' in h.value]
+
+
+def test_recommendations_overlays_the_explanations():
+    def images(at: AppTest) -> list[list[str]]:
+        return [re.findall(r'<img src="([^"]+)"', grid) for grid in _grids(at)]
+
+    at = ok(app())
+    assert at.toggle(key="rec_explain").value is False
+    test_item, history, top = images(at)
+    at.toggle(key="rec_explain").set_value(True).run()
+    ok(at)
+    test_heat, history_after, top_heat = images(at)
+    # the test item and every one of the top 20 show the heatmap over their image instead of it;
+    # the history stays as it was
+    assert len(top_heat) == len(top) == 20 and all(a != b for a, b in zip(top, top_heat))
+    assert len(test_heat) == len(test_item) == 1 and test_heat != test_item
+    assert history_after == history
+
+
+@pytest.fixture
+def own_roots(roots, tmp_path, monkeypatch) -> dict[str, Path]:
+    """A copy of the app's data and models, for a test that changes the catalogue."""
+    data, models = tmp_path / "data", tmp_path / "models"
+    shutil.copytree(roots["data"], data)
+    shutil.copytree(roots["models"], models, ignore=shutil.ignore_patterns(".lock"))
+    monkeypatch.setenv("DVBPR_DATA_ROOT", str(data))
+    monkeypatch.setenv("DVBPR_MODELS_ROOT", str(models))
+    return {"data": data, "models": models, "dataset": data / "default", "run": models / "default"}
+
+
+def test_upload_explains_for_a_user_and_adds_to_the_catalogue(own_roots):
+    from dvbpr.recommender import Recommender
+
+    at = ok(app("pages/upload.py"))
+    image = png_bytes((200, 30, 60))
+    at.file_uploader(key="up_file").set_value(("dress.png", image, "image/png")).run()
+    ok(at)
+    assert at.selectbox(key="up_explain_user").value is None  # nothing explained until asked
+    user = at.selectbox(key="up_explain_user").options[0]
+    at.selectbox(key="up_explain_user").set_value(user).run()
+    ok(at)
+    assert f'title="dress.png for {user}"' in html(at) and "visual score" in html(at)
+
+    at.text_input(key="up_add_id").set_value("uploaded-dress")
+    at.text_input(key="up_add_category").set_value("dress")
+    at.text_input(key="up_add_title").set_value("My dress")
+    [b for b in at.button if b.label == "Add to catalogue"][0].click().run()
+    ok(at)
+    assert not errors(at)
+    assert any("uploaded-dress" in s.value and "241 items" in s.value for s in at.success)
+    assert (own_roots["dataset"] / "images" / "uploaded-dress.png").read_bytes() == image
+    assert "uploaded-dress" in html(at)  # now the catalogue item most similar to the upload
+    [b for b in at.button if b.label == "Add to catalogue"][0].click().run()  # the same id again
+    ok(at)
+    assert "already" in errors(at)
+
+    rec = Recommender.from_run(own_roots["run"], device="cpu")
+    fans = [u for u in rec.users() if "uploaded-dress" in rec.recommend(u, k=20)[0]]
+    assert fans  # served as a cold item to the users who score it above their 20th
+    at = ok(app())
+    at.selectbox(key="rec_user").set_value(fans[0]).run()
+    ok(at)
+    assert "uploaded-dress" in _grids(at)[-1]  # the top 20
+    at.switch_page("pages/data.py").run()
+    ok(at)
+    assert {m.label: m.value for m in at.metric}["Items"] == "241"
+    at.switch_page("pages/embeddings.py").run()
+    ok(at)
+    assert not errors(at)
+    points = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert sum(_points(t.get("x", [])) for t in points[0]["data"]) == 241  # the new item on the map

@@ -21,6 +21,11 @@ EXPECTED = {
     "scale_train_s",
     "scale_evaluate_peak_gib",
     "scale_recommend_p50_ms",
+    "scale_export_csv_s",
+    "scale_export_parquet_peak_gib",
+    "explain_p50_ms",
+    "add_item_s_default",
+    "add_item_s_scale",
     "umap_default_s",
 }
 

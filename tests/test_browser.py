@@ -323,3 +323,92 @@ def test_train_a_run_and_make_it_active(page, server, app_roots):
     assert "epoch 1/1" in sidebar, sidebar
     assert f"model={RUN}" in page.url
     bb.full_screenshot(page, SHOTS / "train.png")
+
+
+def test_evaluate_compares_two_runs(page, server, app_roots):
+    """The Evaluate page's Compare runs section in the browser: two runs of the dataset (the model
+    and a copy of it, plus the Train test's run when it ran first), compared on a click."""
+    import shutil
+
+    copy = app_roots["models"] / "default-copy"
+    if not copy.exists():
+        shutil.copytree(app_roots["run"], copy, ignore=shutil.ignore_patterns("cache", ".lock"))
+    bb.open_page(page, "Evaluate", SLOW_MS, bb.PAGE_READY_JS["Evaluate"])
+    no_errors(page, server)
+    chosen = bb.widget(page, "ev_cmp_runs").inner_text()
+    since = bb.arm(page)
+    bb.widget(page, "ev_cmp_go").locator("button").click()
+    bb.wait_idle(page, SLOW_MS, since=since, until_js="return document.body.innerText.includes('Difference to ');")
+    no_errors(page, server)
+    text = bb.main_text(page)
+    reference = re.search(r"Difference to (\S+), user by user", text).group(1)
+    assert reference in chosen
+    assert re.search(r"Mean over the 40 test users", text), text[-2000:]
+    boxes = page.evaluate("""() => Array.from(document.querySelectorAll(
+        '[data-testid="stMain"] [data-testid="stPlotlyChart"] .js-plotly-plot')).map(
+        p => (p._fullData || []).filter(t => t.type === 'box').map(t => t.name)).filter(n => n.length)""")
+    assert boxes and len(boxes[-1]) == 2 and boxes[-1][0] == reference, boxes
+    assert all(name in chosen for name in boxes[-1])
+    bb.full_screenshot(page, SHOTS / "evaluate-compare.png")
+
+
+def test_explanations_and_a_new_item_in_the_catalogue(page, server, app_roots, tmp_path):
+    """The heatmap overlay on the top 20; on Upload, a user's heatmap over the image and "Add to
+    catalogue": the item is then in the dataset folder and on the Data page (48 + 1 items)."""
+    from dvbpr.catalogue import remove_item
+
+    bb.open_page(page, "Recommendations", STEP_MS, bb.RECS_READY_JS)
+    no_errors(page, server)
+    last_grid_sources = """() => { const g = document.querySelectorAll('[data-testid="stMain"] .dv-grid');
+        return Array.from(g[g.length - 1].querySelectorAll('img')).map(i => i.getAttribute('src')); }"""
+    plain = page.evaluate(last_grid_sources)
+    since = bb.arm(page)
+    bb.widget(page, "rec_explain").locator("label").click()
+    bb.wait_idle(page, STEP_MS, since=since, until_js=bb.RECS_READY_JS)
+    no_errors(page, server)
+    heat = page.evaluate(last_grid_sources)
+    assert len(heat) == len(plain) == 20 and not set(heat) & set(plain)  # every card now shows its heatmap
+    drawn = page.evaluate("""() => Array.from(Array.from(document.querySelectorAll(
+        '[data-testid="stMain"] .dv-grid')).pop().querySelectorAll('img')).filter(
+        i => i.complete && i.naturalWidth > 0).length""")
+    assert drawn == 20
+    bb.full_screenshot(page, SHOTS / "explanations.png")
+
+    bb.open_page(page, "Upload", STEP_MS)
+    since = bb.arm(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(png(tmp_path / "new.png")))
+    bb.wait_idle(
+        page,
+        STEP_MS,
+        since=since,
+        until_js="return document.querySelectorAll('[data-testid=\"stMain\"] .dv-row:not(.dv-head)').length > 0;",
+    )
+    no_errors(page, server)
+    user = page.locator('[data-testid="stMain"] .dv-row:not(.dv-head)').first.locator("div").nth(1).inner_text()
+    bb.select_option(page, "up_explain_user", user.strip(), STEP_MS)
+    no_errors(page, server)
+    overlay = page.locator(f'[data-testid="stMain"] .dv-card[title="new.png for {user.strip()}"]')
+    assert overlay.count() == 1 and "visual score" in overlay.inner_text()
+
+    field = bb.widget(page, "up_add_id").locator("input")
+    field.fill("browser-item")
+    field.press("Tab")
+    since = bb.arm(page)
+    page.get_by_role("button", name="Add to catalogue").click()
+    try:  # the run that adds it reruns the page, which then says so
+        bb.wait_idle(
+            page,
+            STEP_MS,
+            since=since,
+            until_js="return document.querySelector('[data-testid=\"stMain\"]').textContent"
+            ".includes('Added browser-item');",
+        )
+        no_errors(page, server)
+        assert "49 items" in page.locator('[data-testid="stSidebar"]').inner_text()
+        assert (app_roots["dataset"] / "images" / "browser-item.png").is_file()
+        bb.open_page(page, "Data", STEP_MS, bb.PAGE_READY_JS["Data"])
+        no_errors(page, server)
+        metrics = page.locator('[data-testid="stMain"] [data-testid="stMetric"]')
+        assert metrics.filter(has_text="Items").first.inner_text().split()[-1] == "49"
+    finally:
+        remove_item(app_roots["dataset"], "browser-item")  # the module's dataset as it was

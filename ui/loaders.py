@@ -1,26 +1,31 @@
 """Cached loaders. Resources (the Recommender, rankings, datasets) with st.cache_resource keyed by
 (run folder, checkpoint mtime, dataset folder); small tables with st.cache_data. The stamps in
-the keys come from `paths`."""
+the keys come from `paths`. When the dataset's catalogue changes (an item added or removed:
+`dvbpr.catalogue`), `recommender()` drops what was computed from the old one and loads the run on
+the new one (the run then computes phi of the new items only)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
+from dvbpr.compare import Comparison, compare_runs
 from dvbpr.data import load_dataset
 from dvbpr.diagnostics import embedding_report as _report
-from dvbpr.embedmap import load_map, map_path
+from dvbpr.embedmap import load_map, map_path, place
 from dvbpr.errors import DVBPRError
 from dvbpr.evaluate import evaluate_baselines, evaluate_recommender
 from dvbpr.evaluate_core import RankingResult
+from dvbpr.explain import overlay
 from dvbpr.jobs import job_log, run_state
 from dvbpr.recommender import ColdItem, Recommender
 from dvbpr.rundir import read_metrics, read_status
 
-from . import maps, paths, state
+from . import grid, maps, paths, state
 from .errors import Problem
 
 KS = (20, 100)  # the cut-offs of the app's metrics
@@ -111,11 +116,15 @@ def _recommender(run: str, ckpt_mtime: int, data: str) -> Recommender:
 
 
 def recommender() -> Recommender:
-    """The Recommender of the active model on the active dataset."""
-    run, mtime, data = _key()
+    """The Recommender of the active model on the active dataset, as its catalogue is now."""
+    run, mtime, data = key = _key()
     trained_on = paths.run_data_path(Path(run))
     try:
-        return _recommender(run, mtime, data)
+        rec = _recommender(run, mtime, data)
+        if rec.dataset.files_stamp != paths.dataset_stamp(data):  # items added or removed since
+            _forget(key)
+            rec = _recommender(run, mtime, data)
+        return rec
     except DVBPRError as exc:
         if trained_on is not None and trained_on.resolve() != Path(data).resolve():
             raise Problem(
@@ -129,6 +138,15 @@ def recommender() -> Recommender:
 
 def recommender_key() -> tuple[str, int, str]:
     return _key()
+
+
+def _forget(key: tuple[str, int, str]) -> None:
+    """Drop the cached values of `key` that depend on the catalogue (the map's added items are
+    keyed by the dataset's stamp, and an upload's scores do not depend on the catalogue)."""
+    _recommender.clear(*key)
+    for split in ("test", "val"):
+        _ranking.clear(*key, split)
+    _item_hover.clear(*key)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -190,6 +208,21 @@ def baselines_ready(split: str = "test") -> bool:
 
 
 # ------------------------------------------------------------------------------ run records
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _comparison(run_dirs: tuple, stamps: tuple, data: str, data_stamp: tuple, baselines: bool, k: int) -> Comparison:
+    return compare_runs(run_dirs, k=k, baselines=baselines, data=data)
+
+
+def comparison(runs: Sequence[str], baselines: bool, k: int) -> tuple[Comparison, tuple]:
+    """`dvbpr.compare.compare_runs` of runs of the active dataset (names under the models root),
+    cached by their checkpoints, metrics and the dataset; and the cache key (for figures)."""
+    data = require_dataset()
+    run_dirs = tuple(str(paths.models_root() / r) for r in runs)
+    stamps = tuple((paths.checkpoint_stamp(paths.checkpoint_path(Path(r))), paths.metrics_stamp(r)) for r in run_dirs)
+    key = (run_dirs, stamps, str(data), paths.dataset_stamp(data), baselines, k)
+    return _comparison(*key), key
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _metrics(run: str, stamp: tuple) -> list[dict]:
     return read_metrics(run)
@@ -216,6 +249,33 @@ def cold_item(raw: bytes, name: str) -> ColdItem:
     return _cold_item(_key(), raw, name)
 
 
+# ---------------------------------------------------------------------------- explanations
+@st.cache_data(show_spinner="Explaining the images…", max_entries=64)
+def _explanations(key: tuple[str, int, str], stamp: tuple, user: str, items: tuple[str, ...]) -> dict[str, str]:
+    explained = _recommender(*key).explain_items(user, list(items))
+    return {item: grid.encode_jpeg(overlay(e, size=grid.THUMB_PX)) for item, e in zip(items, explained, strict=True)}
+
+
+def explanations(user: str, items: list[str]) -> dict[str, str]:
+    """Item id -> a data URI of its image with the heatmap of what raises the user's visual
+    score over it (`Recommender.explain_items`, one pass for all the items), cached."""
+    recommender()  # raises a clear Problem first when the model cannot be loaded
+    key = _key()
+    return _explanations(key, paths.dataset_stamp(key[2]), user, tuple(items))
+
+
+@st.cache_data(show_spinner="Explaining the image…", max_entries=32)
+def _upload_explanation(key: tuple[str, int, str], raw: bytes, name: str, user: str) -> tuple[str, float]:
+    explained = _recommender(*key).explain(user, image=_cold_item(key, raw, name))
+    return grid.encode_jpeg(overlay(explained, size=2 * grid.THUMB_PX)), explained.visual_score
+
+
+def upload_explanation(raw: bytes, name: str, user: str) -> tuple[str, float]:
+    """(data URI of the heatmap over the image `raw`, the user's visual score of it), cached."""
+    recommender()
+    return _upload_explanation(_key(), raw, name, user)
+
+
 # ---------------------------------------------------------------------------- conveniences
 @st.cache_resource(show_spinner=False, max_entries=3)
 def _item_hover(run: str, ckpt_mtime: int, data: str) -> list[str]:
@@ -239,13 +299,33 @@ def _map_coords(path: str, mtime: int, run: str) -> np.ndarray | None:
     return coords
 
 
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _map_with_added_items(path: str, mtime: int, key: tuple[str, int, str], stamp: tuple) -> np.ndarray:
+    rec = _recommender(*key)
+    coords, phi, trained = _map_coords(path, mtime, key[0]), rec.item_embeddings(), rec.model.cfg.n_items
+    added = [place(coords[:trained], phi[:trained], p, k=10) for p in phi[trained:]]
+    grown = np.concatenate([coords[:trained], np.asarray(added, dtype=coords.dtype).reshape(-1, 2)])
+    grown.setflags(write=False)
+    return grown
+
+
 def embedding_map(run: str | Path) -> tuple[np.ndarray | None, tuple]:
     """(coords, key) of the run's embedding map: coords (n_items, 2), read once per map file
-    (None while it is not computed), and a key naming that file and its mtime (for caches)."""
+    (None while it is not computed), and a key naming that file and its mtime (for caches).
+    For the active run, items added to the catalogue since training (`dvbpr.catalogue`) are
+    placed among the model's own items (`embedmap.place`), as an uploaded image is."""
     try:
         path = map_path(run)
         mtime = path.stat().st_mtime_ns
     except (DVBPRError, OSError):
         return None, ()
     coords = _map_coords(str(path), mtime, str(run))
-    return coords, ((str(path), mtime) if coords is not None else ())
+    if coords is None:
+        return None, ()
+    key = _key()
+    if key[0] == str(run):
+        rec = recommender()
+        if len(coords) != rec.dataset.n_items and len(coords) >= rec.model.cfg.n_items:
+            stamp = paths.dataset_stamp(key[2])
+            return _map_with_added_items(str(path), mtime, key, stamp), (str(path), mtime, stamp)
+    return coords, (str(path), mtime)

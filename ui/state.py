@@ -21,6 +21,7 @@ DATA, MODEL = "active_data", "active_model"
 USER = "user"  # the user last shown on the Recommendations or Embeddings page
 _URL_WARNING = "_url_warning"
 _LEFT_LEGACY_PAGES = "_left_legacy_pages"
+_NOTICE = "_notice"
 
 
 def init() -> None:
@@ -94,6 +95,16 @@ def user(options: Sequence[str]) -> str:
 def set_user(user_id: str) -> None:
     """Remember the user shown, for the other pages."""
     st.session_state[USER] = user_id
+
+
+def set_notice(message: str) -> None:
+    """A message for the next run to show once (`pop_notice`), e.g. after an action that reruns."""
+    st.session_state[_NOTICE] = message
+
+
+def pop_notice() -> str:
+    """The message `set_notice` left ("" if none), shown once."""
+    return st.session_state.pop(_NOTICE, "")
 
 
 def first_legacy_rerun() -> bool:
