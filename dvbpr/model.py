@@ -130,19 +130,23 @@ class CNNF(nn.Module):
         return self.classifier(self.features(x))
 
 
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
 def random_hue(x: torch.Tensor) -> torch.Tensor:
     """Each image of a [-1, 1] RGB batch with its chroma turned by its own random angle in YIQ:
-    luma, saturation and every edge stay, the hue becomes noise (white and grey stay put)."""
-    rgb_to_yiq = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    angle = torch.rand(x.shape[0], device=x.device, dtype=x.dtype) * (2 * torch.pi)
+    luma and every edge stay, the hue becomes noise (white and grey stay put). The output keeps
+    the input's dtype and memory format (channels-last on CUDA)."""
+    rgb_to_yiq = torch.tensor(_RGB_TO_YIQ, device=x.device)  # float32 whatever x is: inv needs it
+    angle = torch.rand(x.shape[0], device=x.device) * (2 * torch.pi)
     cos, sin = angle.cos(), angle.sin()
-    rotate = torch.zeros(x.shape[0], 3, 3, device=x.device, dtype=x.dtype)
+    rotate = torch.zeros(x.shape[0], 3, 3, device=x.device)
     rotate[:, 0, 0] = 1.0
     rotate[:, 1, 1], rotate[:, 1, 2], rotate[:, 2, 1], rotate[:, 2, 2] = cos, -sin, sin, cos
-    transform = torch.linalg.inv(rgb_to_yiq) @ rotate @ rgb_to_yiq  # (B, 3, 3)
+    transform = (torch.linalg.inv(rgb_to_yiq) @ rotate @ rgb_to_yiq).to(x.dtype)  # (B, 3, 3)
     # Colour maps act on [0, 1] intensities; the model's input is 2 * intensity - 1.
     out = torch.einsum("bij,bjhw->bihw", transform, (x + 1) / 2)
-    return (out.clamp(0.0, 1.0) * 2 - 1).contiguous(memory_format=torch.preserve_format)
+    return torch.empty_like(x).copy_(out.clamp(0.0, 1.0) * 2 - 1)
 
 
 class ColourStream(nn.Module):

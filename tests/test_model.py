@@ -264,6 +264,9 @@ def test_random_hue_keeps_luma_and_greys_and_changes_the_hue() -> None:
     torch.testing.assert_close(y[:, :, :2], x[:, :, :2], atol=1e-5, rtol=0)
     assert (y[:, :, 2:] - x[:, :, 2:]).abs().mean() > 0.02  # the colours did move
     assert not torch.allclose(y[0], random_hue(x[:1])[0])  # each call draws new angles
+    last = random_hue(x.to(memory_format=torch.channels_last))  # the CUDA path's layout
+    assert last.is_contiguous(memory_format=torch.channels_last)
+    assert random_hue(x.double()).dtype == torch.float64
 
 
 def test_colour_stream_sees_colours_but_no_layout() -> None:
