@@ -26,6 +26,7 @@ COLUMNS = {
 CHART_METRICS = ["auc", "rr", "recall@20", "ndcg@20", "recall@100", "ndcg@100"]
 MODEL_COLOURS = {"dvbpr": "#5b4bdb", "popularity": "#b0adc4", "bpr-mf": "#18a38a"}
 NA = "n/a"  # a missing metric in the tables
+PANEL = dict(height=320, margin=dict(l=4, r=4, t=24, b=4), plot_bgcolor=figures.PLOT_BG)  # the half-width charts
 COMPARE_K = 20  # the comparison's cut-off: Recall@20 gets a confidence interval beside AUC
 COMPARE_COLUMNS = {key: COLUMNS[key] for key in ("auc", "auc_cold", "rr", "recall@20", "ndcg@20", "coverage@20")}
 W_CMP_RUNS, W_CMP_BASELINES = "ev_cmp_runs", "ev_cmp_baselines"  # the comparison's widgets
@@ -317,11 +318,9 @@ def _overlaid_curves(c: Comparison) -> go.Figure | None:
         return None
     fig.update_xaxes(dtick=1)
     fig.update_layout(
-        height=320,
-        margin=dict(l=4, r=4, t=24, b=4),
+        **PANEL,
         xaxis_title="epoch",
         yaxis_title="validation AUC",
-        plot_bgcolor=figures.PLOT_BG,
         legend=dict(orientation="h", y=1.12, x=0),
     )
     return fig
@@ -341,10 +340,8 @@ def _auc_boxes(c: Comparison) -> go.Figure:
             )
         )
     fig.update_layout(
-        height=320,
-        margin=dict(l=4, r=4, t=24, b=4),
+        **PANEL,
         yaxis_title="AUC of the user's test item",
-        plot_bgcolor=figures.PLOT_BG,
         showlegend=False,
     )
     return fig
@@ -369,11 +366,9 @@ def _auc_histogram(auc: np.ndarray) -> go.Figure:
         annotation_text=f"mean {np.mean(auc):.3f}" if len(auc) else "",
     )
     hist.update_layout(
-        height=320,
-        margin=dict(l=4, r=4, t=24, b=4),
+        **PANEL,
         xaxis_title="AUC of the user's test item",
         yaxis_title="users",
-        plot_bgcolor=figures.PLOT_BG,
         bargap=0.04,
     )
     return hist
@@ -403,10 +398,8 @@ def _curves(records: list[dict]) -> go.Figure | None:
         )
     curves.update_xaxes(dtick=1)
     curves.update_layout(
-        height=320,
-        margin=dict(l=4, r=4, t=24, b=4),
+        **PANEL,
         xaxis_title="epoch",
-        plot_bgcolor=figures.PLOT_BG,
         legend=dict(orientation="h", y=1.12, x=0),
     )
     return curves
@@ -434,7 +427,6 @@ def _bars(table: dict[str, dict[str, float]]) -> go.Figure:
         barmode="group",
         height=340,
         margin=dict(l=4, r=4, t=10, b=4),
-        plot_bgcolor=figures.PLOT_BG,
         legend=dict(orientation="h", y=1.08, x=0),
         yaxis_title="value",
     )
