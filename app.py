@@ -2,7 +2,8 @@
 
 All logic lives in the `dvbpr` package; `pages/` and `ui/` only present it. Environment:
 DVBPR_DATA_ROOT (default data), DVBPR_MODELS_ROOT (default models), DVBPR_DEFAULT_MODEL
-(default default); see ui/paths.py.
+(default default); see ui/paths.py. DVBPR_PUBLIC=1 (or DVBPR_PUBLIC = true in
+.streamlit/secrets.toml) is public mode, for a public address; see ui/public.py.
 """
 
 from __future__ import annotations

@@ -203,17 +203,26 @@ def make_catalogue(out: Path, spec: CatalogueSpec, workers: int | None = None) -
 
 
 def mirror_dataset(source: Path, out: Path) -> Path:
-    """A dataset folder that shares `source`'s images (a symlink) but keeps its own image cache,
-    so benchmarks never write caches into the project's data folder."""
+    """A dataset folder that shares `source`'s images (hard links, copies across filesystems: a
+    dataset refuses symbolic links leading outside it) but keeps its own image cache, so
+    benchmarks never write caches into the project's data folder."""
     import shutil
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
 
     out.mkdir(parents=True, exist_ok=True)
     for name in ("interactions.csv", "items.csv"):
         if (source / name).is_file():
             shutil.copy2(source / name, out / name)
-    link = out / "images"
-    if not link.exists():
-        link.symlink_to((source / "images").resolve(), target_is_directory=True)
+    images = out / "images"
+    if images.is_symlink():  # made by an earlier version of this function
+        images.unlink()
+    if not images.exists():
+        shutil.copytree(source / "images", images, copy_function=link)
     return out
 
 

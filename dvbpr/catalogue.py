@@ -159,7 +159,9 @@ def _read_image(image: NewImage) -> tuple[bytes, str]:
         raw = bytes(image) if isinstance(image, (bytes, bytearray)) else image.read()
         label = str(getattr(image, "name", "<uploaded image>"))
     load_image(raw, 32, name=label)  # decodes it all: a damaged file fails here, before anything is written
-    with Image.open(io.BytesIO(raw), formats=tuple(_EXTENSIONS)) as im:
+    with Image.open(io.BytesIO(raw), formats=(*_EXTENSIONS, "GIF")) as im:
+        if im.format not in _EXTENSIONS:  # a GIF: an upload may be one, a dataset's images are not
+            raise ImageError(f"cannot add {label} to a catalogue: its images are JPEG, PNG or WebP (save it as PNG)")
         return raw, _EXTENSIONS[im.format]
 
 

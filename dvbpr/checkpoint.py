@@ -10,13 +10,16 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, one_line
 from .fsutil import atomic_write
 from .model import DVBPR, ModelConfig
 
@@ -59,17 +62,74 @@ def save_checkpoint(
     return atomic_write(path, lambda fh: torch.save(ckpt, fh))
 
 
+_FIELDS = {
+    "model_config": dict,
+    "train_config": dict,
+    "user_ids": list,
+    "item_ids": list,
+    "cold_items": torch.Tensor,
+    "dataset_signature": str,
+    "model": dict,
+    "epoch": int,
+    "step": int,
+    "metrics": dict,
+}
+"""What every checkpoint holds (`save_checkpoint`), checked on load: a file that lacks any of them
+is refused with its name instead of failing later on a missing key."""
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint written by `save_checkpoint`. CheckpointError, one line naming the file, when it
+    is missing, empty, truncated, not a PyTorch archive, holds pickled objects other than tensors
+    and plain data (a pickle with code in it: refused by `weights_only=True` before anything in it
+    runs) or lacks what a DVBPR checkpoint holds."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    _check_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # the weights-only unpickler met something else
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"refusing checkpoint {path}: it holds pickled Python objects{what}, not only tensors and "
+            "plain data; loading them could run code, so nothing in it was loaded"
+        ) from None
     except Exception as exc:  # torch raises many kinds for a damaged or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a DVBPR checkpoint (format {FORMAT})")
+    wrong = [f"{key} ({kind.__name__})" for key, kind in _FIELDS.items() if not isinstance(ckpt.get(key), kind)]
+    if wrong:
+        raise CheckpointError(f"{path} is not a complete DVBPR checkpoint: missing or malformed {', '.join(wrong)}")
+    try:
+        ModelConfig(**ckpt["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its model_config does not fit this version of dvbpr: {exc}") from None
     return ckpt
+
+
+def _check_archive(path: Path) -> None:
+    """torch.save writes a zip archive; anything else (a bare pickle included) is refused before
+    torch sees it, and a cut-off archive is told apart from a foreign file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head and zipfile.is_zipfile(path):
+            return
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if not head:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty")
+    if head == b"PK\x03\x04":  # a zip archive's start without its end (the central directory)
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated (an incomplete copy or write?)")
+    if head[0] == 0x80:  # the PROTO opcode every pickle since protocol 2 starts with
+        raise CheckpointError(
+            f"refusing checkpoint {path}: a bare Python pickle, not a PyTorch checkpoint archive; "
+            "loading it could run code, so it was not loaded"
+        )
+    raise CheckpointError(f"{path} is not a DVBPR checkpoint (not a PyTorch checkpoint archive)")
 
 
 def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> DVBPR:
@@ -77,7 +137,7 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> DVB
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint weights do not fit its own config: {exc}") from exc
+        raise CheckpointError(f"checkpoint weights do not fit its own config: {one_line(exc)}") from None
     return model.to(device).eval()
 
 

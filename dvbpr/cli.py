@@ -26,7 +26,7 @@ from .evaluate import evaluate_baselines, evaluate_recommender, format_table, wr
 from .explain import overlay
 from .export import export_format, export_top_lists
 from .fsutil import atomic_write, read_json
-from .importers import REPORT_FILE, import_kang_npy, import_visrec
+from .importers import REPORT_FILE, import_folder, import_kang_npy, import_visrec
 from .recommender import Recommender
 from .rundir import BEST, CACHE, LAST
 from .synth import DEFAULT_DATA_DIR, SynthConfig, ensure_default_dataset, make_dataset
@@ -305,6 +305,8 @@ def _import(args: argparse.Namespace) -> int:
         out = import_kang_npy(
             args.file, args.out, trust_pickle=args.trust_pickle, skip_missing_images=args.skip_missing_images
         )
+    elif args.format == "folder":
+        out = import_folder(args.source, args.out)
     else:
         out = import_visrec(args.csv, args.images_dir, args.out)
     dataset = load_dataset(out)
@@ -449,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rank-users", help="users who would rank a new image highest (cold start)")
     _run_args(p)
-    p.add_argument("image", help="image file (jpg, png, webp)")
+    p.add_argument("image", help="image file (jpg, png, webp, gif)")
     p.add_argument("-k", type=int, default=10, help="number of users")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -457,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--item", default=None, help="catalogue item id")
-    query.add_argument("--image", default=None, help="image file")
+    query.add_argument("--image", default=None, help="image file (jpg, png, webp, gif)")
     p.add_argument("-k", type=int, default=10, help="number of items")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -475,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, help="user id")
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--item", default=None, help="catalogue item id")
-    query.add_argument("--image", default=None, help="image file (jpg, png, webp)")
+    query.add_argument("--image", default=None, help="image file (jpg, png, webp, gif)")
     p.add_argument("--out", required=True, help="where to write the heatmap over the image (.png, .jpg or .webp)")
     p.add_argument("--size", type=int, default=256, help="side of the written picture in pixels (default 256)")
     p.add_argument("--json", action="store_true", help="print JSON (user, item or image, visual score, out)")
@@ -512,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out items without image bytes and their interactions (default: stop with an error listing them)",
     )
+    f = formats.add_parser("folder", help="a dataset folder elsewhere (what the Data page's folder import does)")
+    f.add_argument("source", metavar="SOURCE", help="the dataset folder to copy (validated first; its .cache left out)")
+    f.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create (new or empty)")
     f = formats.add_parser("visrec", help="a VisRec tutorial CSV (Wikimedia, UGallery) and its images")
     f.add_argument(
         "csv",

@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -24,7 +25,7 @@ from typing import overload
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, UnknownIdError
+from .errors import DataError, UnknownIdError, one_line
 from .images import SUPPORTED_EXTENSIONS
 
 INTERACTIONS_FILE = "interactions.csv"
@@ -271,7 +272,7 @@ class Dataset:
         title and image: this is the one place that reads the others (e.g. colour, pattern),
         re-reading the file on each call."""
         path = self.root / ITEMS_FILE
-        df = _read_csv(path) if path.is_file() else None
+        df = read_csv(path) if path.is_file() else None
         if df is None or "item_id" not in df.columns:
             return {"item_id": list(self.items.ids)}
         rows = pd.Index([str(i).strip() for i in df["item_id"]], dtype=object).get_indexer(
@@ -320,7 +321,7 @@ def load_dataset(path: str | Path, check_images: bool = True) -> Dataset:
         raise DataError(f"dataset {root.name!r} has no {INTERACTIONS_FILE} (looked for {inter_path})")
 
     stamp = files_stamp(root)  # before reading: a change while loading shows as a change since
-    df = _read_csv(inter_path)
+    df = read_csv(inter_path)
     if df is None or len(df) == 0:
         raise DataError(f"dataset {root.name!r} has no interactions ({inter_path} has no data rows)")
     _require_columns(df, inter_path, ("user_id", "item_id"))
@@ -380,27 +381,66 @@ def files_stamp(root: str | Path) -> tuple:
 # --- reading and validating CSV files ---------------------------------------------------------
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    """Every cell as a Python string (nothing becomes NaN), headers stripped and lower-cased.
+def read_csv(path: Path) -> pd.DataFrame | None:
+    """A CSV file with every cell as a Python string (nothing becomes NaN), headers stripped and
+    lower-cased; None for an empty file. DataError naming the file (and row, where there is one)
+    when it cannot be read, is binary, is not UTF-8, has a row longer than its header or repeats
+    a column name.
 
-    None for an empty file. dtype=object rather than str: the same strings, but about twice as
-    fast to read as pandas' string dtype, and the code below works on plain object arrays.
+    dtype=object rather than str: the same strings, but about twice as fast to read as pandas'
+    string dtype, and the code below works on plain object arrays.
     """
     try:
-        df = pd.read_csv(io.BytesIO(path.read_bytes()), dtype=object, keep_default_na=False, encoding="utf-8-sig")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror}") from None
+    nul = raw.find(b"\0")  # UTF-8 text never holds one; pandas would read it as characters
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}: not a CSV text file (binary data: a NUL byte on line {line}, offset {nul})")
+    read = dict(dtype=object, keep_default_na=False, encoding="utf-8-sig")
+    try:
+        df = pd.read_csv(io.BytesIO(raw), **read)
+        header = pd.read_csv(io.BytesIO(raw), header=None, nrows=1, **read).iloc[0]
     except pd.errors.EmptyDataError:
         return None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be read as a UTF-8 CSV file: {exc}") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {_not_utf8(raw)}") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as a CSV file: {one_line(exc)}") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas' reading of a longer first row: an index
+        raise DataError(f"{path}: row 2 has more fields than the header (row 1)")
+    # The header as written: pandas renames a repeated column ("user_id.1"), which would make
+    # the first of two user_id columns win silently.
+    names = [str(c).strip().lower() for c in header]
+    repeated = sorted({n for n in names if n and names.count(n) > 1})  # blank ones: trailing commas
+    if repeated:
+        raise DataError(f"{path}: the header (row 1) names column(s) {_quote_list(repeated)} more than once")
+    df.columns = names
     return df
+
+
+def _not_utf8(raw: bytes) -> str:
+    """Where the first byte that is not UTF-8 is (pandas' own offset is one into a chunk)."""
+    try:
+        raw.decode("utf-8")
+        return "not UTF-8 text"
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return (
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}, offset {exc.start}): "
+            "a binary or compressed file, or text in another encoding (save it as UTF-8 CSV)"
+        )
 
 
 def _require_columns(df: pd.DataFrame, path: Path, required: Sequence[str]) -> None:
     missing = [c for c in required if c not in df.columns]
     if missing:
+        # One column whose name holds a separator: the file is separated by something else.
+        other = len(df.columns) == 1 and any(sep in df.columns[0] for sep in ";\t|")
         raise DataError(
             f"{path}: missing required column(s) {_quote_list(missing)}; columns found: {_quote_list(df.columns)}"
+            + (" (columns must be separated by commas)" if other else "")
         )
 
 
@@ -438,13 +478,24 @@ def _parse_timestamps(values: pd.Series, path: Path) -> np.ndarray:
         if dtype is np.int64 or np.isfinite(parsed).all():
             return parsed
     # Naive times are taken as UTC so that they compare with zone-aware ones.
-    times = pd.to_datetime(values.str.strip(), errors="coerce", format="ISO8601", utc=True)
+    stripped = values.str.strip()
+    times = pd.to_datetime(stripped, errors="coerce", format="ISO8601", utc=True)
     bad = np.flatnonzero(times.isna().to_numpy())
     if len(bad):
+        # Name the rows that differ from what most rows hold: one word among unix seconds is one
+        # bad row, not every row that is no date.
+        numbers = np.asarray(pd.to_numeric(stripped, errors="coerce"), dtype=np.float64)
+        not_numbers = np.flatnonzero(~np.isfinite(numbers))
+        numbers_hint, dates_hint = "numbers (e.g. unix seconds)", "ISO dates such as 2024-03-01 or 2024-03-01T12:30:00"
+        if len(not_numbers) < len(bad):
+            bad, problem, hint = not_numbers, "is not a number", f"the other rows hold {numbers_hint}"
+        elif len(bad) < len(raw):
+            problem, hint = "is not an ISO date", f"the other rows hold {dates_hint}"
+        else:
+            problem, hint = "cannot be read", f"use {numbers_hint} or {dates_hint}"
         raise DataError(
-            f"{path}: field 'timestamp' cannot be read on {len(bad)} row(s): {_rows(bad + 2)} "
-            f"(first value {raw[bad[0]]!r}); use numbers (e.g. unix seconds) or "
-            "ISO dates such as 2024-03-01 or 2024-03-01T12:30:00"
+            f"{path}: field 'timestamp' {problem} on {len(bad)} row(s): {_rows(bad + 2)} "
+            f"(first value {raw[bad[0]]!r}); {hint}"
         )
     return times.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
@@ -517,7 +568,7 @@ def _read_items(path: Path) -> _Catalogue:
     """items.csv as a catalogue (empty if there is no items.csv)."""
     if not path.exists():
         return _Catalogue()
-    df = _read_csv(path)
+    df = read_csv(path)
     if df is None:
         raise DataError(f"{path} is empty: give it the header item_id[,category][,title][,image] or delete it")
     _require_columns(df, path, ("item_id",))
@@ -551,24 +602,38 @@ def _read_items(path: Path) -> _Catalogue:
 
 
 def _image_paths(root: Path, catalogue: _Catalogue, item_codes: np.ndarray, check: bool) -> ImagePaths:
-    """One absolute image path per item: the `image` cell, else images/<item_id>.<ext>."""
+    """One absolute image path per item: the `image` cell, else images/<item_id>.<ext>.
+
+    With `check`, DataError when an image is missing or leads outside the dataset folder through
+    a symbolic link (a linked file or folder): a dataset folder holds its images, so copying,
+    importing or adding items to it never reads or writes anything outside it."""
     folder = _ImageFolder(os.path.join(root, IMAGES_DIR))
+    inside = _Inside(root)
+    folder_inside = inside.holds(folder.path)
     paths: list[str] = []
     missing: list[int] = []
     escaping: list[int] = []
+    outside: list[tuple[int, str, str]] = []  # (item, path, where it leads)
     for i, (item_id, cell) in enumerate(zip(catalogue.ids, catalogue.images)):
         if cell:
             if _leaves_folder(cell):
                 escaping.append(i)
                 continue
             path = os.path.normpath(os.path.join(root, cell))
-            if check and not os.path.isfile(path):
-                missing.append(i)
+            if check:
+                is_link, is_file = _lstat_kind(path)
+                if real := inside.leaves(path, is_link):
+                    outside.append((i, path, real))
+                elif not is_file:
+                    missing.append(i)
         else:
             name = folder.find(item_id)
-            if name is None and check:
-                missing.append(i)
             path = f"{folder.path}{os.sep}{name or item_id + SUPPORTED_EXTENSIONS[0]}"
+            if check and name is None:
+                missing.append(i)
+            elif check and (name in folder.links or not folder_inside):  # else known inside, per item
+                if real := inside.leaves(path, name in folder.links):
+                    outside.append((i, path, real))
         paths.append(path)
     if escaping:
         raise DataError(
@@ -577,14 +642,59 @@ def _image_paths(root: Path, catalogue: _Catalogue, item_codes: np.ndarray, chec
             f"{_rows(np.array([catalogue.rows[i] for i in escaping]))} "
             f"(first value {catalogue.images[escaping[0]]!r})"
         )
+    if outside:
+        raise DataError(_outside_images_message(root, catalogue, outside))
     if missing:
         raise DataError(_missing_images_message(root, catalogue, item_codes, missing))
     return ImagePaths(paths)
 
 
+_ABSOLUTE = re.compile(r"\s*(?:[/\\]|[A-Za-z]:)")
+_SLASHES = re.compile(r"[/\\]")
+
+
 def _leaves_folder(cell: str) -> bool:
     """Whether an `image` cell is absolute or climbs out with '..' (either slash)."""
-    return bool(re.match(r"\s*(?:[/\\]|[A-Za-z]:)", cell)) or ".." in re.split(r"[/\\]", cell)
+    return bool(_ABSOLUTE.match(cell)) or ".." in _SLASHES.split(cell)
+
+
+def _lstat_kind(path: str) -> tuple[bool, bool]:
+    """(is a symbolic link, is a regular file once links are followed); both False when missing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False, False
+    if stat.S_ISLNK(mode):
+        return True, os.path.isfile(path)
+    return False, stat.S_ISREG(mode)
+
+
+class _Inside:
+    """Whether image paths stay inside the dataset folder once symbolic links are followed.
+    Each folder is resolved once; a file only when it is a link itself."""
+
+    def __init__(self, root: Path) -> None:
+        self.prefix = os.path.join(os.path.realpath(root), "")
+        self._folders: dict[str, str] = {}  # folder -> where it leads
+
+    def leaves(self, path: str, is_link: bool) -> str | None:
+        """Where `path` leads when that is outside the dataset folder, else None (`is_link`:
+        whether the file itself is a symbolic link)."""
+        if is_link:
+            real = os.path.realpath(path)
+        else:
+            folder, _, name = path.rpartition(os.sep)
+            real = self._folder(folder) + name
+        return None if real.startswith(self.prefix) else real
+
+    def holds(self, folder: str) -> bool:
+        """Whether a folder leads to one inside the dataset folder."""
+        return self._folder(folder).startswith(self.prefix)
+
+    def _folder(self, folder: str) -> str:
+        if folder not in self._folders:
+            self._folders[folder] = os.path.join(os.path.realpath(folder), "")
+        return self._folders[folder]
 
 
 class _ImageFolder:
@@ -593,9 +703,12 @@ class _ImageFolder:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self.names = set(os.listdir(path))
+            with os.scandir(path) as listing:
+                entries = list(listing)
         except (FileNotFoundError, NotADirectoryError):
-            self.names = set()
+            entries = []
+        self.names = {e.name for e in entries}
+        self.links = {e.name for e in entries if e.is_symlink()}  # known from the listing, no stat
 
     def find(self, item_id: str) -> str | None:
         """`<item_id><ext>`, trying SUPPORTED_EXTENSIONS in order, then other-case extensions."""
@@ -615,6 +728,21 @@ class _ImageFolder:
             if r is not None and (stem not in best or r < best[stem][0]):
                 best[stem] = (r, name)
         return {stem: name for stem, (_, name) in best.items()}
+
+
+def _outside_images_message(root: Path, catalogue: _Catalogue, outside: list[tuple[int, str, str]]) -> str:
+    lines = []
+    for i, path, real in outside[:_LISTED]:
+        shown = os.path.relpath(path, root)
+        if catalogue.images[i]:
+            shown += f" ({ITEMS_FILE} row {catalogue.rows[i]}, field 'image')"
+        lines.append(f"  {catalogue.ids[i]!r}: {shown} -> {real}")
+    if len(outside) > _LISTED:
+        lines.append(f"  ... and {len(outside) - _LISTED} more")
+    return (
+        f"dataset {root.name!r}: {len(outside)} item image(s) lead outside the dataset folder {root} "
+        "through a symbolic link (copy the files into the folder instead):\n" + "\n".join(lines)
+    )
 
 
 def _missing_images_message(root: Path, catalogue: _Catalogue, item_codes: np.ndarray, missing: list[int]) -> str:

@@ -32,6 +32,11 @@ class DatasetChangedError(CheckpointError):
     """The dataset's users, items or interactions are no longer those the model was trained on."""
 
 
+class DiskFullError(DVBPRError, OSError):
+    """A write found no space left (ENOSPC, or EDQUOT: a quota) on its file system. Also an
+    OSError, which callers that report failed writes catch."""
+
+
 class RunsNotComparableError(DVBPRError):
     """Runs cannot be compared user by user (different datasets, too few runs, a run given twice)."""
 
@@ -46,3 +51,10 @@ class DeviceUnavailableError(TrainingError):
 
 class JobError(DVBPRError):
     """A background job cannot be started, stopped or found."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A foreign exception's message as one line (some span several lines, some are empty), cut to
+    `limit` characters: for the messages above, which the CLI and the app show as they are."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

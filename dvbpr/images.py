@@ -7,14 +7,18 @@ into a uint8 memmap next to the dataset and serves training batches from it.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import multiprocessing
 import os
+import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
@@ -23,29 +27,41 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from .errors import DVBPRError, ImageError
+from .errors import DVBPRError, ImageError, one_line
 from .fsutil import atomic_write_json, read_json
 
 if TYPE_CHECKING:
     from .data import Dataset
 
-SUPPORTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
-_FORMATS = ("JPEG", "PNG", "WEBP")
+SUPPORTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")  # of a dataset's images
+_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # what load_image decodes: GIF too, for uploads (first frame)
+FORMAT_NAMES = "JPEG, PNG, WebP or GIF"
+MAX_PIXELS = 25_000_000
+"""The most pixels an image may decode to (JPEG: at the reduced scale it is decoded at), checked
+from its header before decoding: a small file claiming a huge size (a decompression bomb) costs
+only its header. 25 megapixels (5000 x 5000) take up to ~0.6 GB to decode (RGBA WebP; JPEG far
+less, being decoded at 1/8 scale when that still covers `size`)."""
 _WHITE = (255, 255, 255)
 _CACHE_DIR = ".cache"
 _CHUNK_BYTES = 32 << 20  # decoded pixels per worker task: a few progress updates per worker
 _LISTED_ERRORS = 20
+_SNIFF_BYTES = 512  # read from a file that is no image, to say what it is instead
 
 ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image
+
+# MAX_PIXELS is below PIL's warning threshold, so its DecompressionBombWarning only adds a second
+# message (a traceback-like line on stderr) to the refusal that follows.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def load_image(source: ImageSource, size: int, name: str | None = None) -> np.ndarray:
     """Decode and preprocess one image into a uint8 (size, size, 3) RGB array.
 
-    Applies the EXIF orientation, composites transparency on white, and scales the image so its
-    longer side is `size` (bicubic), centred on a white square. ImageError, naming the image,
-    when it cannot be read or is not JPEG, PNG or WebP (a PIL.Image given directly may be any
-    mode PIL can convert).
+    Takes the first frame of an animation, applies the EXIF orientation, scales 16-bit pixels
+    to 8 bits, composites transparency on white, and scales the image so its longer side is
+    `size` (bicubic), centred on a white square. ImageError, one line naming the image, when it
+    cannot be read, is not JPEG, PNG, WebP or GIF, or has more than MAX_PIXELS pixels (a
+    PIL.Image given directly may be any mode PIL can convert).
     """
     if isinstance(source, Image.Image):
         label = name or "<image>"
@@ -63,27 +79,31 @@ def load_image(source: ImageSource, size: int, name: str | None = None) -> np.nd
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"cannot read image {label}: not a JPEG, PNG or WebP image (or the file is corrupt)") from None
+        raise ImageError(f"cannot read image {label}: {_not_an_image(fp)}") from None
     except FileNotFoundError:
         raise ImageError(f"cannot read image {label}: file not found") from None
+    except Image.DecompressionBombError as exc:  # PIL's own limit, beyond ours: refused at open
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageError(_too_large(label, int(found.group(1)) if found else None)) from None
     except Exception as exc:  # PIL raises many kinds of error on corrupt or hostile files
-        raise ImageError(f"cannot read image {label}: {exc}") from None
+        raise ImageError(f"cannot read image {label}: {one_line(exc)}") from None
 
 
 def _preprocess(im: Image.Image, size: int, label: str) -> np.ndarray:
+    w, h = im.size
+    if w * h > MAX_PIXELS:  # from the header: nothing is decoded yet
+        raise ImageError(_too_large(label, w * h, f"{w} x {h}"))
     try:
-        im.load()  # decode errors (truncated files) surface here, not at open
+        im.load()  # decode errors (truncated files) surface here, not at open; animations: frame 0
         im = ImageOps.exif_transpose(im)
     except Exception as exc:  # as above; a corrupt EXIF block can fail the transpose
-        raise ImageError(f"cannot read image {label}: {exc}") from None
+        raise ImageError(f"cannot read image {label}: {one_line(exc)}") from None
     if im.mode.startswith("I"):
-        # 16-bit grayscale (as PNG stores it): convert() would clip to 255, not rescale.
-        im = im.convert("I").point(lambda v: v / 256).convert("L")
+        im = _gray_16_to_8(im)
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        im = Image.new("RGBA", rgba.size, _WHITE + (255,))
-        im.alpha_composite(rgba)
-    im = im.convert("RGB")
+        im = _on_white(im)
+    if im.mode != "RGB":  # (convert would copy an RGB image: memory a large image cannot spare)
+        im = im.convert("RGB")
     w, h = im.size
     scale = size / max(w, h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
@@ -92,6 +112,60 @@ def _preprocess(im: Image.Image, size: int, label: str) -> np.ndarray:
     canvas = Image.new("RGB", (size, size), _WHITE)
     canvas.paste(im, ((size - new_w) // 2, (size - new_h) // 2))
     return np.array(canvas, dtype=np.uint8)
+
+
+def _gray_16_to_8(im: Image.Image) -> Image.Image:
+    """16-bit grayscale (as PNG stores it) scaled to 8 bits: convert() would clip to 255, not
+    rescale. Its transparency is one 16-bit value, so it becomes an alpha band (LA) here, where
+    the values are still exact."""
+    deep = im.convert("I")
+    gray = deep.point(lambda v: v / 256).convert("L")
+    gray.info.pop("transparency", None)  # (as carried over by the conversions, if at all)
+    transparent = im.info.get("transparency")
+    if not isinstance(transparent, int):
+        return gray
+    alpha = Image.fromarray(np.where(np.asarray(deep) == transparent, 0, 255).astype(np.uint8))
+    return Image.merge("LA", (gray, alpha))
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    """The image composited on opaque white (RGBA); a helper, so the RGBA copy is freed on return."""
+    rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, _WHITE + (255,))
+    canvas.alpha_composite(rgba)
+    return canvas
+
+
+def _too_large(label: str, pixels: int | None, dims: str = "") -> str:
+    found = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return (
+        f"cannot read image {label}: {f'{dims} = {found}' if dims else found}, more than the {MAX_PIXELS:,} "
+        "an image may have (a decompression bomb?); refused before decoding"
+    )
+
+
+def _not_an_image(fp: str | os.PathLike | BinaryIO) -> str:
+    """What a file PIL does not recognise is, from its first bytes: empty, text, SVG, other."""
+    try:
+        if isinstance(fp, (str, os.PathLike)):
+            with open(fp, "rb") as fh:
+                head = fh.read(_SNIFF_BYTES)
+        else:
+            fp.seek(0)
+            head = fp.read(_SNIFF_BYTES)
+    except (OSError, ValueError):  # not readable again (a stream): no more to say
+        head = None
+    if head == b"":
+        return "the file is empty"
+    if head and b"<svg" in head.lower():
+        return f"an SVG drawing, not a {FORMAT_NAMES} image (export it as PNG)"
+    if head and b"\0" not in head:
+        try:  # valid UTF-8 is text (incremental: a character cut at the end of the head is fine)
+            if codecs.getincrementaldecoder("utf-8")().decode(head).strip():
+                return f"a text file, not a {FORMAT_NAMES} image"
+        except UnicodeDecodeError:
+            pass
+    return f"not a {FORMAT_NAMES} image (or the file is corrupt)"
 
 
 def to_model_input(batch_uint8_nhwc: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -147,11 +221,18 @@ class ImageStore:
         stamps = dataset.image_stamps() if stamps is None else stamps
         meta = _meta(dataset, size, dataset.fingerprint(stamps))
         if not _is_fresh(data_path, meta_path, meta):
-            data_path.parent.mkdir(parents=True, exist_ok=True)
-            # Drop the sidecar first: a crash mid-build must not leave it vouching for old data.
-            meta_path.unlink(missing_ok=True)
-            _build(dataset, size, data_path, progress, progress_callback, workers)
-            atomic_write_json(meta_path, meta)
+            try:
+                data_path.parent.mkdir(parents=True, exist_ok=True)
+                # Drop the sidecar first: a crash mid-build must not leave it vouching for old data.
+                meta_path.unlink(missing_ok=True)
+                _build(dataset, size, data_path, progress, progress_callback, workers)
+                atomic_write_json(meta_path, meta)
+            except DVBPRError:
+                raise
+            except OSError as exc:  # a read-only dataset folder, for one
+                raise ImageError(
+                    f"cannot write the image cache in {data_path.parent}: {exc.strerror or one_line(exc)}"
+                ) from None
         elif progress_callback is not None:
             progress_callback(1.0, f"using cached {size}px images")
         return cls(np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), size, meta["fingerprint"], stamps)
@@ -350,7 +431,16 @@ def _decode_all(task: _Task, chunks: list[range], workers: int) -> Iterator[tupl
                 return
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                yield pending.pop(future), future.result()
+                chunk = pending.pop(future)
+                try:
+                    errors = future.result()
+                except BrokenProcessPool:  # killed (e.g. out of memory) or crashed in a decoder
+                    raise ImageError(
+                        f"a worker process decoding the images from {task.paths[chunk.start]} to "
+                        f"{task.paths[chunk.stop - 1]} (or others decoded at the same time) died: out of "
+                        "memory, or an image crashed the decoder; no image cache was written"
+                    ) from None
+                yield chunk, errors
     finally:
         pool.shutdown(cancel_futures=True)  # an error or Ctrl-C must not wait for the rest
 

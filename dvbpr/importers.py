@@ -6,10 +6,11 @@
   JPEG bytes of every item.
 * `import_visrec`: the VisRec tutorial's Wikimedia and UGallery CSV files plus a folder with one
   image per item.
+* `import_folder`: a copy of a dataset folder that is already in the folder format.
 
-Both write into a hidden folder next to `out_dir`, validate it with `load_dataset`, and rename it
-into place at the end, so a failed or interrupted import never leaves half a dataset. Both
-refuse an `out_dir` that exists and is not empty. Besides the dataset files they write
+All write into a hidden folder next to `out_dir`, validate it with `load_dataset`, and rename it
+into place at the end, so a failed or interrupted import never leaves half a dataset. All
+refuse an `out_dir` that exists and is not empty. Besides the dataset files the first two write
 `import.json` (`REPORT_FILE`): what was imported from where, and what was skipped.
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .data import IMAGES_DIR, INTERACTIONS_FILE, ITEMS_FILE, SPLITS, load_dataset
+from .data import IMAGES_DIR, INTERACTIONS_FILE, ITEMS_FILE, SPLITS, load_dataset, read_csv
 from .errors import DataError
 from .fsutil import atomic_write_json
 from .images import SUPPORTED_EXTENSIONS
@@ -38,6 +39,7 @@ ProgressCallback = Callable[[float, str], None]
 REPORT_FILE = "import.json"
 _LISTED = 10  # how many ids or problems an error message lists before "and N more"
 _KANG_PARTS = "[user_train, user_validation, user_test, Item, usernum, itemnum]"
+_CACHES = ".cache"  # a dataset folder's image caches (dvbpr.images): rebuilt, never copied
 
 
 # --- the original DVBPR files (Kang et al.) ---------------------------------------------------
@@ -138,7 +140,7 @@ def import_kang_npy(
             },
         )
         report(0.95, "validating the imported dataset")
-        _validate(tmp, f"imported from {file}")
+        _validate(tmp, f"imported from {file}", {tmp: out_dir})
     report(1.0, f"imported {file.name} into {out_dir}")
     return out_dir
 
@@ -347,20 +349,16 @@ def import_visrec(
             },
         )
         report(0.95, "validating the imported dataset")
-        _validate(tmp, f"imported from {csv_path} (row numbers are that file's)")
+        _validate(tmp, f"imported from {csv_path}", {tmp: out_dir, tmp / INTERACTIONS_FILE: csv_path})
     report(1.0, f"imported {csv_path.name} into {out_dir}")
     return out_dir
 
 
 def _read_visrec_csv(path: Path) -> pd.DataFrame:
     """The CSV as strings, headers lower-cased, ids stripped, user_id and item_id first."""
-    try:
-        df = pd.read_csv(path, dtype=object, keep_default_na=False, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be read as a UTF-8 CSV file: {exc}") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df = read_csv(path)
+    if df is None:
+        raise DataError(f"{path} is empty")
     missing = [c for c in ("user_id", "item_id") if c not in df.columns]
     if missing:
         raise DataError(
@@ -409,6 +407,73 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> bool:
     return False
 
 
+# --- a dataset folder -------------------------------------------------------------------------
+
+
+def import_folder(
+    source: str | os.PathLike, out_dir: str | os.PathLike, progress_callback: ProgressCallback | None = None
+) -> Path:
+    """Copy a dataset folder (without its image caches) to `out_dir`; return its path.
+
+    The source is validated first (`load_dataset`) and refused, before anything is written, when
+    it is not a valid dataset or holds a symbolic link that is absolute or leads outside it (the
+    copy must not read, or point to, anything outside the folder). Links inside it are copied as
+    links; the copy is validated again before it is renamed into place.
+    """
+    source, out_dir = Path(source).expanduser(), Path(out_dir)
+    _check_out_dir(out_dir)
+    if Path(os.path.realpath(out_dir)).is_relative_to(os.path.realpath(source)):
+        raise DataError(f"refusing to copy {source} into {out_dir}, a folder inside it")
+    report = progress_callback or _no_report
+    report(0.0, f"validating {source}")
+    load_dataset(source)
+    files, leaving = _walk_links(source)
+    if leaving:
+        more = f" and {len(leaving) - _LISTED} more" if len(leaving) > _LISTED else ""
+        raise DataError(
+            f"refusing to copy {source}: {len(leaving)} symbolic link(s) are absolute or lead outside it: "
+            f"{', '.join(leaving[:_LISTED])}{more} (copy the files they point to into the folder instead)"
+        )
+    copied = 0
+    step = max(1, files // 100)
+
+    def copy(src: str, dst: str) -> None:
+        nonlocal copied
+        shutil.copy2(src, dst)
+        copied += 1
+        if copied % step == 0:
+            report(0.05 + 0.85 * copied / files, f"copied {copied}/{files} files")
+
+    with _staging(out_dir) as tmp:
+        shutil.copytree(
+            source, tmp, symlinks=True, dirs_exist_ok=True, copy_function=copy, ignore=shutil.ignore_patterns(_CACHES)
+        )
+        report(0.95, "validating the copy")
+        _validate(tmp, f"copied from {source}", {tmp: source})
+    report(1.0, f"imported {source} into {out_dir}")
+    return out_dir
+
+
+def _walk_links(folder: Path) -> tuple[int, list[str]]:
+    """(files under `folder` outside its image caches, its symbolic links that are absolute or
+    lead outside it as 'path -> target'); links are not followed."""
+    prefix = os.path.join(os.path.realpath(folder), "")
+    files, leaving, stack = 0, [], [os.fspath(folder)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    target = os.readlink(entry.path)
+                    if os.path.isabs(target) or not os.path.realpath(entry.path).startswith(prefix):
+                        leaving.append(f"{os.path.relpath(entry.path, folder)} -> {target}")
+                elif entry.is_dir():
+                    if entry.name != _CACHES:
+                        stack.append(entry.path)
+                else:
+                    files += 1
+    return files, leaving
+
+
 # --- shared -----------------------------------------------------------------------------------
 
 
@@ -445,12 +510,19 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _validate(folder: Path, origin: str) -> None:
-    """load_dataset on the staged folder; its DataError prefixed with where the data came from."""
+def _validate(folder: Path, origin: str, shown: Mapping[Path, Path]) -> None:
+    """load_dataset on the staged folder; its DataError prefixed with where the data came from.
+
+    The staging folder is gone once this fails, so the message names what the person knows:
+    `shown` maps the staged folder (and staged files) to the folder or file to name instead."""
     try:
         load_dataset(folder)
     except DataError as exc:
-        raise DataError(f"the data {origin} is not a valid dataset: {exc}") from None
+        message = str(exc)
+        for staged, real in sorted(shown.items(), key=lambda kv: -len(str(kv[0]))):  # files first
+            message = message.replace(str(staged), str(real))
+        message = message.replace(repr(folder.name), repr(shown[folder].name))  # "dataset '<name>'"
+        raise DataError(f"the data {origin} is not a valid dataset: {message}") from None
 
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[object]]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from dvbpr import importers
 from dvbpr.data import load_dataset
 from dvbpr.errors import DVBPRError
 from dvbpr.fsutil import safe_name
-from ui import errors, figures, grid, loaders, paths, shell, state, style
+from ui import errors, figures, grid, loaders, paths, public, shell, state, style
 
 SAMPLE = 24
 
@@ -125,6 +124,8 @@ def _inspect(name: str) -> None:
 
 # ------------------------------------------------------------------------------- importing
 def _target(name: str) -> Path:
+    """The new dataset's folder; every import asks for it before reading anything."""
+    public.refuse("Importing a dataset")
     safe_name(name.strip(), "dataset name")
     target = paths.data_root() / name.strip()
     if target.exists():
@@ -132,11 +133,9 @@ def _target(name: str) -> Path:
     return target
 
 
-def _copy_dataset(source: Path, target: Path) -> None:
-    """Copy a dataset folder (its image cache left out) to `target` through the importers'
-    staging folder: `target` then holds the whole copy or does not exist (DataError on failure)."""
-    with importers._staging(target) as staged:
-        shutil.copytree(source, staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".cache"))
+def _cannot_import(exc: DVBPRError) -> None:
+    """An import's error with the hint for its class; its lines kept (markdown would join them)."""
+    errors.show_problem("Cannot import: " + str(exc).replace("\n", "  \n"), errors.hint_for(exc)[0])
 
 
 def _import_folder() -> None:
@@ -154,17 +153,14 @@ def _import_folder() -> None:
         if not src.strip():
             raise DVBPRError("give the path of a dataset folder")
         target = _target(name)
-        source = Path(src.strip()).expanduser()
-        with st.spinner("Validating…"):
-            ds = load_dataset(source)
-        with st.spinner(f"Copying {ds.n_items:,} items into {paths.display(target)}…"):
-            _copy_dataset(source, target)
     except DVBPRError as exc:
-        errors.show_problem(f"Cannot import: {exc}")
+        _cannot_import(exc)
         return
-    st.success(f"Imported **{target.name}**: {ds.n_users:,} users, {ds.n_items:,} items.")
-    for warning in ds.warnings:
-        st.warning(warning)
+    if _with_progress(lambda cb: importers.import_folder(src.strip(), target, progress_callback=cb)):
+        ds = load_dataset(target)
+        st.success(f"Imported **{target.name}**: {ds.n_users:,} users, {ds.n_items:,} items.")
+        for warning in ds.warnings:
+            st.warning(warning)
 
 
 def _with_progress(run) -> bool:
@@ -173,7 +169,7 @@ def _with_progress(run) -> bool:
         run(lambda f, m="": bar.progress(min(max(float(f), 0.0), 1.0), text=str(m)))
     except DVBPRError as exc:
         bar.empty()
-        errors.show_problem(f"Cannot import: {exc}")
+        _cannot_import(exc)
         return False
     bar.progress(1.0, text="done")
     return True
@@ -194,7 +190,7 @@ def _import_kang() -> None:
             if not Path(file.strip()).is_file():
                 raise DVBPRError(f"no file at {file.strip() or '(empty)'}")
         except DVBPRError as exc:
-            errors.show_problem(f"Cannot import: {exc}")
+            _cannot_import(exc)
             return
         if _with_progress(
             lambda cb: importers.import_kang_npy(
@@ -218,7 +214,7 @@ def _import_visrec() -> None:
             if not Path(images.strip()).is_dir():
                 raise DVBPRError(f"no folder at {images.strip() or '(empty)'}")
         except DVBPRError as exc:
-            errors.show_problem(f"Cannot import: {exc}")
+            _cannot_import(exc)
             return
         if _with_progress(
             lambda cb: importers.import_visrec(
@@ -250,6 +246,9 @@ def main() -> None:
         errors.show_problem(f"No dataset under {paths.display(paths.data_root())}/ yet.", "Import one below.")
 
     st.subheader("Import a dataset", anchor=False)
+    if public.public_mode():
+        public.note("Importing datasets")
+        return
     tabs = {"Dataset folder": _import_folder, "Kang et al. .npy": _import_kang, "VisRec CSV + images": _import_visrec}
     for tab, form in zip(st.tabs(list(tabs)), tabs.values(), strict=True):
         with tab, errors.guard():

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dvbpr import embedmap
-from ui import errors, figures, grid, loaders, maps, paths, shell, state, style
+from ui import errors, figures, grid, loaders, maps, paths, public, shell, state, style
 
 MAX_SELECTED = 60
 
@@ -55,13 +55,19 @@ def main() -> None:
         if status["state"] == "failed":
             errors.show_problem(
                 f"Computing the map failed: {status.get('message') or 'no message'}",
-                f"Try again; if it fails again, run `python -m dvbpr.embedmap {run}` in a terminal to see the details.",
+                f"Try again; if it fails again, run `python -m dvbpr.embedmap {paths.display(run)}` in a terminal "
+                "to see the details.",
             )
-            if st.button("Compute the map again", icon=":material/refresh:"):
+            # a stranger could relaunch a failing job over and over: only the operator retries
+            if public.public_mode():
+                public.note("Computing the map again")
+            elif st.button("Compute the map again", icon=":material/refresh:"):
+                public.refuse("Computing the map again")
                 embedmap.start_map_job(run, data)
                 st.rerun()
             return
         if status["state"] != "done":
+            # also in public mode: one job per checkpoint at a time, and its map serves everyone
             embedmap.start_map_job(run, data)  # no-op when a job is already running
             _progress(run)
             return

@@ -21,7 +21,7 @@ from dvbpr.errors import DeviceUnavailableError, DVBPRError
 from dvbpr.features import resolve_device
 from dvbpr.fsutil import safe_name
 from dvbpr.rundir import LAST, read_status
-from ui import errors, figures, loaders, paths, shell, state, style
+from ui import errors, figures, loaders, paths, public, shell, state, style
 
 STATE_BADGES = {
     "running": "green",
@@ -115,6 +115,7 @@ def _fmt_seconds(seconds: float | None) -> str:
 # ----------------------------------------------------------------------------- starting
 def _start(cfg_kwargs: dict, name: str) -> None:
     """Validate and launch; every refusal is a message, never an exception."""
+    public.refuse("Starting a training run")
     try:
         safe_name(name.strip(), "run name")
         run_dir = paths.models_root() / name.strip()
@@ -338,14 +339,18 @@ def _live_body(run_name: str) -> None:
 
     if run_st == "failed":
         errors.show_problem(
-            f"The run failed: {status.get('message') or 'no message'}",
+            f"The run failed: {message or 'no message'}",
             "The end of its log is below. Fix the cause and resume it, or start a new run.",
         )
         st.code(jobs.job_log(run, 30) or "(no log)", language=None)
-    elif run_st == "interrupted":
+    elif run_st == "interrupted":  # killed: its status still says running, but no process holds the run
         st.warning(
-            "The job's process is gone (killed or the machine restarted) while it was running: "
-            "resume it from its last checkpoint.",
+            "The job's process is gone (killed, out of memory or the machine restarted) while it was running: "
+            + (
+                "resume it below from its last checkpoint."
+                if (run / LAST).is_file()
+                else "it had saved no checkpoint yet, so start a new run."
+            ),
             icon=":material/warning:",
         )
 
@@ -365,8 +370,11 @@ def _live_body(run_name: str) -> None:
             st.caption("The validation AUC curve appears after the first epoch.")
 
     b1, b2, b3, _ = st.columns([1.3, 1.2, 1.4, 2], vertical_alignment="bottom")
-    if run_st in ("running", "starting"):
+    if public.public_mode():
+        public.note("Stopping and resuming runs")
+    elif run_st in ("running", "starting"):
         if b1.button("Stop", icon=":material/stop:", key="tr_stop"):
+            public.refuse("Stopping a run")
             try:
                 asked = jobs.stop_training(run)
             except DVBPRError as exc:
@@ -381,6 +389,7 @@ def _live_body(run_name: str) -> None:
         saved = int(status.get("epochs") or 1)
         more = b1.number_input("Epochs in total", 1, 10000, saved + (run_st == "finished"), key="tr_resume_epochs")
         if b2.button("Resume" if run_st != "finished" else "Continue", icon=":material/play_arrow:", key="tr_resume"):
+            public.refuse("Resuming a run")
             try:
                 cfg = resume_config(run, epochs=int(more))
                 resolve_device(cfg.device)
@@ -498,7 +507,9 @@ def main() -> None:
     left, right = st.columns([5, 6], gap="large")
     with left:
         st.subheader("Start a run", anchor=False)
-        if not datasets:
+        if public.public_mode():
+            public.note("Starting training runs and fine-tunes")
+        elif not datasets:
             errors.show_problem(
                 f"No dataset under {paths.display(paths.data_root())}/.", "Import one on the Data page.", page="data"
             )

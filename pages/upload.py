@@ -19,9 +19,11 @@ import streamlit as st
 from dvbpr.catalogue import add_item
 from dvbpr.embedmap import place
 from dvbpr.errors import DVBPRError, ImageError
-from ui import errors, figures, grid, loaders, maps, shell, state, style
+from dvbpr.images import FORMAT_NAMES
+from ui import errors, figures, grid, loaders, maps, public, shell, state, style
 
 HISTORY_THUMBS = 8
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif"]  # what dvbpr.images.load_image reads (GIF: first frame)
 
 
 def _image_input(rec) -> tuple[bytes, str, str | None] | None:
@@ -35,7 +37,10 @@ def _image_input(rec) -> tuple[bytes, str, str | None] | None:
     )
     if source == "Upload a file":
         upload = st.file_uploader(
-            "An image (JPEG, PNG or WebP, up to 10 MB)", type=["jpg", "jpeg", "png", "webp"], key="up_file"
+            # the limit is the server's own (server.maxUploadSize in .streamlit/config.toml)
+            f"An image ({FORMAT_NAMES}, up to {st.get_option('server.maxUploadSize')} MB)",
+            type=UPLOAD_TYPES,
+            key="up_file",
         )
         if upload is None:
             st.info(
@@ -72,8 +77,8 @@ def main() -> None:
     raw, name, item_id = chosen
     try:
         item = loaders.cold_item(raw, name)
-    except ImageError as exc:
-        errors.show_problem(f"{name} is not a usable image: {exc}", "Upload a JPEG, PNG or WebP image.")
+    except ImageError as exc:  # its message names the file and says what is wrong, in one line
+        errors.show_problem(str(exc), f"Upload a {FORMAT_NAMES} image.")
         return
     size = item.pixels.shape[0]
 
@@ -82,10 +87,7 @@ def main() -> None:
         a, b = st.columns(2)
         with a:
             st.markdown("**Your image**" if item_id is None else f"**{item_id}**")
-            try:
-                st.image(raw, width="stretch")
-            except Exception:  # a format the browser cannot show: the model view below is enough
-                st.caption(name)
+            st.image(loaders.upload_preview(raw, name), width="stretch")
         with b:
             st.markdown("**As the model sees it**")
             st.image(item.pixels, width="stretch", caption=f"{size}×{size}, padded to a white square")
@@ -153,6 +155,9 @@ def _explanation(raw: bytes, name: str, users: list[str]) -> None:
 
 
 def _add_to_catalogue(rec, raw: bytes) -> None:
+    if public.public_mode():  # it would change the catalogue every visitor sees
+        public.note("Adding images to the catalogue")
+        return
     st.subheader(
         "Add to the catalogue",
         anchor=False,
@@ -168,6 +173,7 @@ def _add_to_catalogue(rec, raw: bytes) -> None:
         submitted = d.form_submit_button("Add to catalogue", icon=":material/add:", width="stretch")
     if not submitted:
         return
+    public.refuse("Adding an item to the catalogue")
     try:
         grown = add_item(rec.dataset.root, raw, item_id=item_id.strip() or None, category=category, title=title)
     except DVBPRError as exc:

@@ -412,3 +412,42 @@ def test_explanations_and_a_new_item_in_the_catalogue(page, server, app_roots, t
         assert metrics.filter(has_text="Items").first.inner_text().split()[-1] == "49"
     finally:
         remove_item(app_roots["dataset"], "browser-item")  # the module's dataset as it was
+
+
+def test_upload_page_refuses_a_bomb_and_text_and_reads_a_gif(page, server, tmp_path):
+    """Issue 13: a decompression bomb and a text file named .png are one-line refusals (no
+    traceback); an animated GIF is read (its first frame) and users are ranked; an SVG is refused
+    by the uploader."""
+    from tests.test_reliability_uploads import write_png_bomb
+
+    text = tmp_path / "notes.png"
+    text.write_text("user_id,item_id\nu1,i1\n")
+    gif = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (60, 60), colour) for colour in ((200, 30, 60), (30, 60, 200))]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    bb.open_page(page, "Upload", STEP_MS)
+    error_js = "return Array.from(document.querySelectorAll('[data-testid=\"stAlertContentError\"]'))"
+    rows_js = "return document.querySelectorAll('[data-testid=\"stMain\"] .dv-row:not(.dv-head)').length > 0;"
+    for path, until_js, expected in (
+        (write_png_bomb(tmp_path / "bomb.png"), f"{error_js}.some(e => e.textContent.includes('bomb.png'));", "bomb"),
+        (text, f"{error_js}.some(e => e.textContent.includes('notes.png'));", "a text file"),
+        (gif, rows_js, None),
+    ):
+        since = bb.arm(page)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+        bb.wait_idle(page, STEP_MS, since=since, until_js=until_js)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        if expected is None:
+            no_errors(page, server)
+            assert "Users who would rank it highest" in bb.main_text(page)
+        else:
+            shown = bb.errors_shown(page)
+            assert len(shown) == 1 and path.name in shown[0] and expected in shown[0], shown
+    # an SVG is refused by the uploader itself (its file types), in the browser: no script run
+    svg = tmp_path / "drawing.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><rect width="9" height="9"/></svg>')
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(svg))
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stFileUploader\"]').innerText.includes('files are not allowed')"
+    )
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -102,7 +102,7 @@ def test_refusals_leave_the_folder_as_it_was(data: Path) -> None:
         (dict(image=png((9, 9, 9))), DataError, "already"),  # the same image again: its hash id is taken
         (dict(image=png((1, 2, 3)), item_id="../escape"), DVBPRError, "invalid item id"),
         (dict(image=png((1, 2, 3)), item_id="a/b"), DVBPRError, "invalid item id"),
-        (dict(image=b"just some text", item_id="text"), ImageError, "not a JPEG, PNG or WebP"),
+        (dict(image=b"just some text", item_id="text"), ImageError, "a text file, not a JPEG, PNG, WebP or GIF"),
         (dict(image=png()[:60], item_id="cut"), ImageError, "cannot read image"),
         (dict(image=png((1, 2, 3)), item_id="x", title="two\nlines"), DataError, "one line"),
     ]

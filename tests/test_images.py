@@ -117,10 +117,10 @@ def test_truncated_missing_unsupported_and_bomb_images(tmp_path: Path, monkeypat
         load_image(cut, 8)
     with pytest.raises(ImageError, match="missing.png: file not found"):
         load_image(tmp_path / "missing.png", 8)
-    gif = io.BytesIO()
-    Image.new("RGB", (4, 4)).save(gif, "GIF")
-    with pytest.raises(ImageError, match="not a JPEG, PNG or WebP"):
-        load_image(gif.getvalue(), 8, name="anim.gif")
+    bmp = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(bmp, "BMP")
+    with pytest.raises(ImageError, match="not a JPEG, PNG, WebP or GIF"):
+        load_image(bmp.getvalue(), 8, name="old.bmp")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(ImageError, match="full.jpg.*decompression bomb"):
         load_image(full, 8)

@@ -319,8 +319,9 @@ def test_visrec_invalid_rows_are_reported_with_the_source_file(tmp_path: Path) -
     csv_path, images = write_wikimedia(tmp_path)
     csv_path.write_text(csv_path.read_text().replace("True", "maybe", 1))
     message = import_error(import_visrec, csv_path, images, tmp_path / "out", progress=False)
-    assert f"imported from {csv_path} (row numbers are that file's)" in message
-    assert "field 'evaluation' has an unknown value on 1 row(s): row 4" in message
+    # the CSV itself is named (not the staging folder, which is gone), with its row numbers
+    assert f"imported from {csv_path} is not a valid dataset: {csv_path}: field 'evaluation'" in message
+    assert "field 'evaluation' has an unknown value on 1 row(s): row 4" in message and ".importing-" not in message
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 

@@ -3,6 +3,7 @@ package; this is presentation only. Modules, each importing only those listed be
 
   style      the app's CSS, page headers, colour legends
   errors     errors as messages with a hint chosen by the error's class; `guard`
+  public     public mode (DVBPR_PUBLIC): which server-side actions are refused and hidden
   paths      data and models roots (env vars), listing datasets and runs, cache stamps
   state      the session state shared between pages (active dataset and model, URL, user)
   figures    Plotly chart config, colours and the cache of built figures

@@ -21,6 +21,7 @@ from dvbpr.errors import DVBPRError
 from dvbpr.evaluate import evaluate_baselines, evaluate_recommender
 from dvbpr.evaluate_core import RankingResult
 from dvbpr.explain import overlay
+from dvbpr.images import load_image
 from dvbpr.jobs import job_log, run_state
 from dvbpr.recommender import ColdItem, Recommender
 from dvbpr.rundir import read_metrics, read_status
@@ -247,6 +248,14 @@ def cold_item(raw: bytes, name: str) -> ColdItem:
     not a usable image."""
     recommender()  # raises a clear Problem first when the model cannot be loaded
     return _cold_item(_key(), raw, name)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def upload_preview(raw: bytes, name: str) -> np.ndarray:
+    """The image `raw` to show, 2 x THUMB_PX a side, through load_image like every thumbnail:
+    st.image would decode raw bytes at full size (a 3 MB JPEG of 168 megapixels, which load_image
+    decodes at 1/8 scale, would take 0.5 GB there). Raises ImageError as `cold_item` does."""
+    return load_image(raw, 2 * grid.THUMB_PX, name=name)
 
 
 # ---------------------------------------------------------------------------- explanations

@@ -1,4 +1,5 @@
-"""The sidebar: the dataset and model pickers, with a one-line summary of each."""
+"""The sidebar: the dataset and model pickers, with a one-line summary of each; in public mode a
+note saying what is turned off."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dvbpr.errors import DVBPRError
 from dvbpr.fsutil import read_json
 from dvbpr.rundir import CONFIG, STATUS
 
-from . import paths, state
+from . import paths, public, state
 
 _W_DATA, _W_MODEL = "_sidebar_data", "_sidebar_model"  # the pickers' widget keys
 
@@ -30,6 +31,8 @@ def render() -> None:
     model_options = models + ([model] if model not in models else [])
     ss[_W_DATA], ss[_W_MODEL] = data, model  # keep the widgets in step with changes made elsewhere
     with st.sidebar:
+        if public.public_mode():
+            st.info(f"Public mode: {public.DISABLED} are turned off here.", icon=":material/public:")
         if state.url_warning():
             st.warning(state.url_warning(), icon=":material/link_off:")
         st.selectbox(
