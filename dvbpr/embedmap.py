@@ -143,7 +143,11 @@ def map_status(run_dir: str | Path) -> dict:
     if status.get("state") == "running" and not is_file_locked(paths["lock"]):
         if not _pid_alive(status.get("pid")):
             tail = _log_tail(paths["log"])
-            status.update(state="failed", message="the map job stopped unexpectedly" + (f": {tail}" if tail else ""))
+            status.update(
+                state="failed",
+                message="the map job's process ended before the map was done (killed, or out of memory)"
+                + (f"; its last output: {tail}" if tail else ""),
+            )
         # else: just launched, not holding its lock yet
     status.setdefault("fraction", 0.0)
     status.setdefault("message", "")
@@ -151,11 +155,14 @@ def map_status(run_dir: str | Path) -> dict:
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines the latest job wrote (each job's output follows its "$ command" line)."""
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        text = path.read_text(errors="replace")
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+    if "\n$ " in text:
+        text = text.rsplit("\n$ ", 1)[1].partition("\n")[2]
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
 # ------------------------------------------------------------------------------ computing
@@ -337,6 +344,8 @@ def start_map_job(run_dir: str | Path, data: str | Path | None = None) -> None:
         cmd += ["--data", str(Path(data).resolve())]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(paths["log"], "ab") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n".encode())
+        log.flush()
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
         )

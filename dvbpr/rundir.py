@@ -20,13 +20,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import CheckpointError, DataError, DVBPRError, TrainingError
-from .fsutil import atomic_write_json, is_file_locked, read_json
+from .errors import CheckpointError, DataError, DiskFullError, DVBPRError, TrainingError
+from .fsutil import append_line, atomic_write_json, is_file_locked, read_json, rewrite_json_in_place
 from .synth import DEFAULT_DATA_DIR, ensure_default_dataset
 
 STATUS, METRICS, CONFIG = "status.json", "metrics.jsonl", "config.json"
@@ -137,13 +138,14 @@ def find_checkpoint(run_dir: str | Path) -> Path:
 class RunLog:
     """status.json and metrics.jsonl of a run; a no-op on ranks other than 0. A fresh run (not
     a resume) starts both anew, so a run folder left by a failed start holds no stale lines.
-    As a context manager, an exception leaving the block is recorded as state "failed"."""
+    As a context manager, an exception leaving the block is recorded as state "failed", even on
+    a disk too full for another atomic write (`failed`)."""
 
     def __init__(self, run_dir: Path, active: bool, fresh: bool = False):
         self.run_dir, self.active = run_dir, active
         if active and fresh:
             (run_dir / METRICS).unlink(missing_ok=True)
-        self.status: dict[str, Any] = read_json(run_dir / STATUS, {}) if active and not fresh else {}
+        self.status: dict[str, Any] = read_status(run_dir) if active and not fresh else {}
 
     def update(self, **fields: Any) -> None:
         if not self.active:
@@ -154,8 +156,7 @@ class RunLog:
     def metrics(self, record: dict) -> None:
         if not self.active:
             return
-        with open(self.run_dir / METRICS, "a") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        append_line(self.run_dir / METRICS, json.dumps(record, sort_keys=True))
 
     def __enter__(self) -> RunLog:
         return self
@@ -165,13 +166,34 @@ class RunLog:
             self.failed(exc)
 
     def failed(self, exc: BaseException) -> None:
-        """State "failed" with the error's message (its type too when it is not one of ours)."""
+        """State "failed" with the error's message (its type too when it is not one of ours).
+        On a full disk the failed write's temporary file is gone by now, which may make room; if
+        not, status.json is rewritten in place, and if even that fails the old one stays (valid)
+        and the reason goes to stderr (train.log for a background job): the error that ended
+        the run is the one raised, not this one."""
         message = str(exc) if isinstance(exc, DVBPRError) else f"{type(exc).__name__}: {exc}"
-        self.update(state="failed", message=message, eta_s=None)
+        if isinstance(exc, DiskFullError):
+            message += " (resume with --resume: the last checkpoint is kept)"
+        try:
+            try:
+                self.update(state="failed", message=message, eta_s=None)
+            except DiskFullError:
+                rewrite_json_in_place(self.run_dir / STATUS, self.status)
+        except OSError as record_exc:
+            print(f"error: cannot record the failure in {self.run_dir / STATUS}: {record_exc}", file=sys.stderr)
 
 
 def read_status(run_dir: str | Path) -> dict:
-    return read_json(Path(run_dir) / STATUS, {})
+    """status.json ({} before a run writes one). A file that is not a JSON object (damaged by
+    something else: the writers replace it whole) reads as state "failed", saying so."""
+    path = Path(run_dir) / STATUS
+    try:
+        status = read_json(path, {})
+    except (OSError, ValueError) as exc:
+        status = f"{type(exc).__name__}: {exc}"
+    if not isinstance(status, dict):
+        return {"state": "failed", "message": f"{path} is unreadable ({str(status)[:200]})"}
+    return status
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -204,8 +226,12 @@ class RunLock:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.fh.close()
-            raise TrainingError(f"run folder {self.path.parent} is in use by another training job") from None
+            raise self.busy(self.path.parent) from None
         return self
+
+    @staticmethod
+    def busy(run_dir: Path) -> TrainingError:
+        return TrainingError(f"run folder {run_dir} is in use by another training job")
 
     def __exit__(self, *exc: Any) -> None:
         self.fh.close()

@@ -51,7 +51,7 @@ from .fsutil import atomic_write_json
 from .images import ImageStore
 from .model import DVBPR, ModelConfig, bpr_loss
 from .optim import make_optimizer, make_scheduler, stretch_cosine
-from .rundir import BEST, CONFIG, LAST, RunLock, RunLog, find_checkpoint, has_checkpoint, read_status
+from .rundir import BEST, CONFIG, LAST, RunLock, RunLog, find_checkpoint, has_checkpoint, is_locked, read_status
 from .sampling import TripletSampler
 from .tblog import TensorBoardLog
 
@@ -217,6 +217,8 @@ def train(
     run_dir = Path(cfg.out)
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if is_locked(run_dir):  # busy comes first: "resume it" would only lead here (RunLock settles races)
+            raise RunLock.busy(run_dir)
         if not resume and has_checkpoint(run_dir):
             raise TrainingError(f"{run_dir} already holds a run: resume it with --resume, or choose another --out")
     show = progress and d.is_main
