@@ -36,7 +36,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -201,10 +201,11 @@ def check_chromium() -> None:
         raise RuntimeError(MISSING_CHROMIUM)
 
 
-def launch(playwright):
-    """Debian's chromium, headless (never a browser downloaded by `playwright install`)."""
+def launch(playwright, extra_args: Sequence[str] = ()):
+    """Debian's chromium, headless (never a browser downloaded by `playwright install`), with
+    `extra_args` after the usual ones."""
     check_chromium()
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
 
 
 def new_page(browser, timeout_ms: float = 60_000):
@@ -391,6 +392,22 @@ LAST_GRID_JS = (
 )
 
 
+def warm_up(
+    page, timeout_ms: float, log: Callable[[str], None] = print, titles: Iterable[str] = PAGES.values()
+) -> None:
+    """Open each page once and wait for the work done once per model (the UMAP map, the
+    baselines), so that later visits measure visits, not first computations."""
+    for title in titles:
+        seconds = open_page(page, title, timeout_ms, PAGE_READY_JS[title])
+        if title == "Evaluate":  # the model's table first, the baselines' when computed
+            wait_idle(
+                page,
+                timeout_ms,
+                until_js="return document.querySelector('[data-testid=\"stMain\"]').textContent.includes('bpr-mf');",
+            )
+        log(f"warm-up {title}: {seconds:.1f} s")
+
+
 # ================================================================================ benchmark
 def _rows(samples: dict[str, list[float]], first_visit_ms: float, busy: dict[str, list[float]]) -> list:
     from benchmarks.common import Row
@@ -441,18 +458,7 @@ def measure(
             if errors_shown(page):
                 raise RuntimeError(f"the app shows an error: {errors_shown(page)[0]}")
 
-            # Work done once per model (the UMAP map, the baselines) happens before timing: the
-            # page switches measure visits, not first computations.
-            for title in PAGES.values():
-                seconds = open_page(page, title, slow_ms, PAGE_READY_JS[title])
-                if title == "Evaluate":  # the model's table first, the baselines' when computed
-                    wait_idle(
-                        page,
-                        slow_ms,
-                        until_js="return document.querySelector("
-                        "'[data-testid=\"stMain\"]').textContent.includes('bpr-mf');",
-                    )
-                log(f"warm-up {title}: {seconds:.1f} s")
+            warm_up(page, slow_ms, log)
 
             for r in range(repeats):
                 for slug, title in PAGES.items():

@@ -2,8 +2,9 @@
 
 Sections (one module each): train (training.py), eval (evaluation.py), serve (serving.py),
 scale (scale.py), umap (embedding_map.py), catalogue (catalogue.py: explanations and new items,
-reusing the scale section's data); the optional section browser (browser.py: the app in
-chromium) runs only when asked, with `--browser` or `--only browser`. Prints one table (or, with
+reusing the scale section's data); the optional sections browser (browser.py: the app in
+chromium) and load (load.py: many sessions of it at once) run only when asked, with `--browser`
+or `--only browser`, `--only load`. Prints one table (or, with
 --json, a JSON list of rows {"name", "value", "unit", "reference", "ratio"}); progress goes to
 stderr. `--quick` stays under 10 minutes on the 2-core CPU machine (scale and the large map
 reduced to 1/10); `--smoke` runs everything at tiny sizes in seconds (CI). See
@@ -35,8 +36,9 @@ SECTIONS = {
     "umap": "embedding_map",
     "catalogue": "catalogue",
 }
-# Run only when asked (`--browser`, or named in --only): the app in chromium (benchmarks/browser.py).
-OPTIONAL = {"browser": "browser"}
+# Run only when asked (`--browser`, or named in --only): the app in chromium (benchmarks/browser.py)
+# and many sessions of it at once (benchmarks/load.py).
+OPTIONAL = {"browser": "browser", "load": "load"}
 
 
 def main(argv: list[str] | None = None) -> int:

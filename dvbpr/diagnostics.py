@@ -22,6 +22,7 @@ K x K covariance, the neighbour searches are chunked products on a sample of ite
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -321,7 +322,9 @@ def categorical_columns(table: Mapping[str, Sequence[str]], n_items: int) -> dic
 def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> dict[str, float]:
     """Share of each ReLU layer's units (channels of a conv layer, neurons of an fc layer) that
     never fire on `images`, in eval mode: a dead unit carries nothing into phi. Layers are named
-    conv1.., fc1.. in forward order, prefixed by the stream in a two-stream CNN ("colour.conv1")."""
+    conv1.., fc1.. in forward order, prefixed by the stream in a two-stream CNN ("colour.conv1").
+    Works on a copy: hooks on a Recommender's shared CNN would also fire for other threads' calls."""
+    cnn = copy.deepcopy(cnn).eval()
     named = [(name, m) for name, m in cnn.named_modules() if isinstance(m, torch.nn.ReLU)]
     streams = [name.split(".")[0] + "." if isinstance(cnn, TwoStreamCNN) else "" for name, _ in named]
     relus = [m for _, m in named]
@@ -337,16 +340,10 @@ def dead_units(cnn: torch.nn.Module, images: torch.Tensor, batch_size: int = 128
 
         return record
 
-    handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(relus)]
-    was_training = cnn.training
-    cnn.eval()
-    try:
-        for start in range(0, len(images), batch_size):
-            cnn(images[start : start + batch_size])
-    finally:
-        cnn.train(was_training)
-        for handle in handles:
-            handle.remove()
+    for j, m in enumerate(relus):
+        m.register_forward_hook(hook(j))
+    for start in range(0, len(images), batch_size):
+        cnn(images[start : start + batch_size])
     result: dict[str, float] = {}
     counts: Counter[str] = Counter()
     for active, kind, stream in zip(fired, kinds, streams):

@@ -23,6 +23,11 @@ appended to it with no interaction are served at once as cold items. phi is comp
 only, and each is inserted into the top lists of the users who score it above their last entry,
 instead of recomputing the lists. `explain` shows where in an image a user's visual score comes
 from (`dvbpr.explain`).
+
+Threads: one Recommender serves many at once (the app shares one per checkpoint between its
+sessions). Reads take no lock: the state that `add_item` grows (dataset, images, phi, factors, top
+lists) is one immutable snapshot, read once per call and replaced whole, so a call running while
+an item is added sees the catalogue before or after it, never a mix. Writers take turns.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +76,18 @@ class ColdItem:
     user_scores: np.ndarray  # (n_users,) float32 in the order of `users()`: theta_u . phi + the mean warm bias
 
 
+@dataclass(frozen=True)
+class _Catalogue:
+    """What `add_item` grows, replaced whole (see the module's "Threads")."""
+
+    dataset: Dataset
+    store: ImageStore
+    phi: torch.Tensor
+    factors: ServingFactors
+    top_ids: np.ndarray | None = None  # (n_users, K) item indices, best first, -1 padded
+    top_scores: np.ndarray | None = None
+
+
 class Recommender:
     def __init__(
         self,
@@ -80,16 +98,55 @@ class Recommender:
         checkpoint: dict,
         checkpoint_path: Path,
     ):
-        self.model, self.dataset, self.store = model, dataset, store
+        self.model = model
         self.checkpoint, self.checkpoint_path = checkpoint, checkpoint_path
         self.device = phi.device
-        self.phi = phi
-        self.cold = torch.as_tensor(dataset.cold_items, device=self.device)
+        cold = torch.as_tensor(dataset.cold_items, device=self.device)
         trained = model.cfg.n_items  # the items after these were added to the catalogue since
-        self.factors = _with_new_items(model.serving_factors(phi[:trained], self.cold[:trained]), phi[trained:])
-        self._train_ptr, self._train_idx = dataset.user_items("train")
-        self.top_ids: np.ndarray | None = None  # (n_users, K) item indices, best first, -1 padded
-        self.top_scores: np.ndarray | None = None
+        factors = _with_new_items(model.serving_factors(phi[:trained], cold[:trained]), phi[trained:])
+        self._train_ptr, self._train_idx = dataset.user_items("train")  # the same for a grown catalogue
+        self._cat = _Catalogue(dataset, store, phi, factors)
+        self._write_lock = threading.RLock()  # add_item, precompute_top_lists: one at a time
+
+    def _publish(self, **changes: object) -> None:
+        """Replace fields of the snapshot (a writer's last step: readers see all changes or none)."""
+        with self._write_lock:
+            self._cat = dataclasses.replace(self._cat, **changes)
+
+    # Each property reads the current snapshot: a call that needs several fields reads `_cat` once.
+    @property
+    def dataset(self) -> Dataset:
+        return self._cat.dataset
+
+    @property
+    def store(self) -> ImageStore:
+        return self._cat.store
+
+    @property
+    def phi(self) -> torch.Tensor:
+        """phi(X_i) of every catalogue item, (n_items, K) on `device`."""
+        return self._cat.phi
+
+    @property
+    def factors(self) -> ServingFactors:
+        return self._cat.factors
+
+    @property
+    def top_ids(self) -> np.ndarray | None:
+        """(n_users, K) item indices of the precomputed top lists, best first, -1 padded (or None)."""
+        return self._cat.top_ids
+
+    @top_ids.setter
+    def top_ids(self, value: np.ndarray | None) -> None:
+        self._publish(top_ids=value)
+
+    @property
+    def top_scores(self) -> np.ndarray | None:
+        return self._cat.top_scores
+
+    @top_scores.setter
+    def top_scores(self, value: np.ndarray | None) -> None:
+        self._publish(top_scores=value)
 
     @property
     def new_item_bias(self) -> torch.Tensor:
@@ -126,10 +183,13 @@ class Recommender:
         if top_lists is not False:
             loaded = cache.load_top_lists(dataset.n_users)
             if loaded is not None:
-                covered, rec.top_ids, rec.top_scores = loaded
+                covered, ids, scores = loaded
                 if covered < dataset.n_items:  # items were added since: inserted, not recomputed
-                    rec._admit_new_items(covered)
-                    cache.save_top_lists(rec.top_ids, rec.top_scores)
+                    ids, scores = _admit_new_items(
+                        dataclasses.replace(rec._cat, top_ids=ids, top_scores=scores), covered
+                    )
+                    cache.save_top_lists(ids, scores)
+                rec._publish(top_ids=ids, top_scores=scores)
             elif top_lists or dataset.n_users * dataset.n_items <= AUTO_TOP_LIST_SCORES:
                 rec.precompute_top_lists(progress=progress)
                 cache.save_top_lists(rec.top_ids, rec.top_scores)
@@ -148,16 +208,18 @@ class Recommender:
 
     def user_history(self, user_id: str) -> list[str]:
         """The user's training items, oldest first."""
-        u = self.dataset.users.index(user_id)
-        return self.dataset.items.to_ids(self._train_idx[self._train_ptr[u] : self._train_ptr[u + 1]])
+        ds = self.dataset
+        u = ds.users.index(user_id)
+        return ds.items.to_ids(self._train_idx[self._train_ptr[u] : self._train_ptr[u + 1]])
 
     def held_out(self, user_id: str, split: str = "test") -> list[str]:
         """The user's held-out item ids of `split` ("val" or "test")."""
         if split not in ("val", "test"):
             raise DVBPRError(f"split must be 'val' or 'test', got {split!r}")
-        u = self.dataset.users.index(user_id)
-        ptr, idx = self.dataset.user_items(split)
-        return self.dataset.items.to_ids(idx[ptr[u] : ptr[u + 1]])
+        ds = self.dataset
+        u = ds.users.index(user_id)
+        ptr, idx = ds.user_items(split)
+        return ds.items.to_ids(idx[ptr[u] : ptr[u + 1]])
 
     # ------------------------------------------------------------------------ scoring
     def scores(
@@ -166,11 +228,12 @@ class Recommender:
         """(B, n_items) scores of users given by index, a tensor on `device` (the index-space
         call evaluation and the top lists use; cold items scored as new images), written into
         `out` when given (fresh memory is slow to fault in: reuse a buffer for many calls)."""
+        return self.factors.scores(self._user_tensor(user_indices), out)
+
+    def _user_tensor(self, user_indices: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
         if isinstance(user_indices, torch.Tensor):
-            u = user_indices.to(device=self.device, dtype=torch.long)
-        else:
-            u = torch.as_tensor(np.asarray(user_indices), dtype=torch.long, device=self.device)
-        return self.factors.scores(u, out)
+            return user_indices.to(device=self.device, dtype=torch.long)
+        return torch.as_tensor(np.asarray(user_indices), dtype=torch.long, device=self.device)
 
     def recommend(
         self, user_id: str, k: int = 20, exclude_seen: bool = True, items: Sequence[str] | None = None
@@ -185,15 +248,16 @@ class Recommender:
         self, user_ids: Sequence[str], k: int = 20, exclude_seen: bool = True, items: Sequence[str] | None = None
     ) -> tuple[list[list[str]], list[np.ndarray]]:
         _check_k(k)
-        users = self.dataset.users.indices(user_ids)
-        if exclude_seen and items is None and self.top_ids is not None and k <= self.top_ids.shape[1]:
-            top_ids, top_scores = self.top_ids[users, :k], self.top_scores[users, :k]
+        c = self._cat
+        users = c.dataset.users.indices(user_ids)
+        if exclude_seen and items is None and c.top_ids is not None and k <= c.top_ids.shape[1]:
+            top_ids, top_scores = c.top_ids[users, :k], c.top_scores[users, :k]
         else:
-            top_ids, top_scores = self._scan_top(users, k, exclude_seen, items)
+            top_ids, top_scores = self._scan_top(c, users, k, exclude_seen, items)
         out_ids, out_scores = [], []
         for ids, scores in zip(top_ids, top_scores):
             keep = ids >= 0  # fewer candidates than k
-            out_ids.append(self.dataset.items.to_ids(ids[keep]))
+            out_ids.append(c.dataset.items.to_ids(ids[keep]))
             out_scores.append(scores[keep])
         return out_ids, out_scores
 
@@ -201,12 +265,14 @@ class Recommender:
         """Every user's top-k items (training items excluded), computed in chunks of users and
         kept in `top_ids` / `top_scores`: `recommend` with up to k items becomes a lookup."""
         _check_k(k)
-        k = min(k, self.dataset.n_items)
-        top_ids = np.empty((self.dataset.n_users, k), dtype=np.int32)
-        top_scores = np.empty((self.dataset.n_users, k), dtype=np.float32)
-        for users, ids, scores in self.iter_top_lists(k, cached=False, progress=progress):
-            top_ids[users], top_scores[users] = ids, scores
-        self.top_ids, self.top_scores = top_ids, top_scores
+        with self._write_lock:  # lists of the catalogue as it is: no item is added meanwhile
+            ds = self.dataset
+            k = min(k, ds.n_items)
+            top_ids = np.empty((ds.n_users, k), dtype=np.int32)
+            top_scores = np.empty((ds.n_users, k), dtype=np.float32)
+            for users, ids, scores in self.iter_top_lists(k, cached=False, progress=progress):
+                top_ids[users], top_scores[users] = ids, scores
+            self._publish(top_ids=top_ids, top_scores=top_scores)
 
     def iter_top_lists(
         self, k: int = TOP_LIST_K, chunk_users: int = 1024, cached: bool = True, progress: bool = False
@@ -215,9 +281,10 @@ class Recommender:
         time: (user indices, (B, k) item indices with -1 past the last candidate, scores). From the
         precomputed top lists when they hold k items (and `cached`), else by an exact scan."""
         _check_k(k)
-        n_users, n_items = self.dataset.n_users, self.dataset.n_items
+        c = self._cat
+        n_users, n_items = c.dataset.n_users, c.dataset.n_items
         k = min(k, n_items)
-        lookup = cached and self.top_ids is not None and self.top_ids.shape[1] >= k
+        lookup = cached and c.top_ids is not None and c.top_ids.shape[1] >= k
         # Large chunks keep the matrix product efficient; one reused buffer of at most
         # MAX_CHUNK_SCORES bounds the memory and avoids faulting in fresh pages for every chunk.
         chunk = max(1, min(chunk_users, n_users, MAX_CHUNK_SCORES // n_items))
@@ -228,59 +295,32 @@ class Recommender:
             for start in range(0, n_users, chunk):
                 users = np.arange(start, min(start + chunk, n_users))
                 if lookup:
-                    yield users, self.top_ids[users, :k], self.top_scores[users, :k]
+                    yield users, c.top_ids[users, :k], c.top_scores[users, :k]
                 else:
-                    yield users, *self._scan_top(users, k, True, None, buffer[: len(users)])
+                    yield users, *self._scan_top(c, users, k, True, None, buffer[: len(users)])
                 bar.update(len(users))
-
-    def _admit_new_items(self, start: int) -> None:
-        """Insert items `start`.. (added to the catalogue: cold, in no user's history) into the top
-        lists: each into those of the users who score it above their last entry, after the
-        entries that score at least as high. One matrix product scores them for every user; the
-        lists grow only where they held every candidate (a catalogue smaller than the lists)."""
-        ids, scores = self.top_ids, self.top_scores
-        n_items, k = self.dataset.n_items, self.top_ids.shape[1]
-        wide = min(max(k, TOP_LIST_K), n_items) if k == start else k
-        if wide > k:  # -1 / -inf: no candidate there, so every new item beats it
-            ids = np.concatenate([ids, np.full((len(ids), wide - k), -1, dtype=ids.dtype)], 1)
-            scores = np.concatenate([scores, np.full((len(ids), wide - k), -np.inf, dtype=scores.dtype)], 1)
-        with torch.inference_mode():
-            f = self.factors
-            new = torch.addmm(f.bias[start:], f.users, f.items_t[:, start:]).cpu().numpy()
-        cols = np.arange(wide)
-        for offset, item_scores in enumerate(new.T):
-            rows = np.flatnonzero(item_scores > scores[:, -1])
-            if not len(rows):
-                continue
-            score = item_scores[rows, None]
-            place = (scores[rows] >= score).sum(1, keepdims=True)  # < wide: it beats the last entry
-            source = np.maximum(np.where(cols < place, cols, cols - 1), 0)  # the tail moves one down
-            row_ids = np.take_along_axis(ids[rows], source, 1)
-            row_scores = np.take_along_axis(scores[rows], source, 1)
-            row_ids[cols == place] = start + offset
-            row_scores[cols == place] = score[:, 0]
-            ids[rows], scores[rows] = row_ids, row_scores
-        self.top_ids, self.top_scores = ids, scores
 
     def _scan_top(
         self,
+        c: _Catalogue,
         users: np.ndarray,
         k: int,
         exclude_seen: bool,
         items: Sequence[str] | None,
         out: torch.Tensor | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k of the users' full score rows: (B, k) item indices (-1 past the last
-        candidate) and scores. Masks in place on the score matrix (no (B, n_items) mask)."""
-        scores = self.scores(users, out)
+        """Exact top-k of the users' full score rows in the snapshot `c`: (B, k) item indices (-1
+        past the last candidate) and scores. Masks in place on the score matrix (no (B, n_items) mask)."""
+        scores = c.factors.scores(self._user_tensor(users), out)
+        n_items = c.dataset.n_items
         with torch.inference_mode():
             if items is not None:
-                outside = torch.ones(self.dataset.n_items, dtype=torch.bool, device=self.device)
-                outside[torch.as_tensor(self.dataset.items.indices(items), device=self.device)] = False
+                outside = torch.ones(n_items, dtype=torch.bool, device=self.device)
+                outside[torch.as_tensor(c.dataset.items.indices(items), device=self.device)] = False
                 scores.masked_fill_(outside, -torch.inf)
             if exclude_seen:
                 scores[self._rows_of(users)] = -torch.inf
-            top = torch.topk(scores, min(k, self.dataset.n_items), dim=1)
+            top = torch.topk(scores, min(k, n_items), dim=1)
         values = top.values.cpu().numpy()
         indices = top.indices.cpu().numpy().astype(np.int32)
         indices[values == -np.inf] = -1  # scores are finite: -inf marks exactly the masked items
@@ -298,30 +338,33 @@ class Recommender:
     def rank_of(self, user_id: str, item_id: str, split: str = "test") -> int:
         """1-based rank of an item in the user's full ranking as evaluation sees it: training
         items (and validation items on the test split) excluded, ties broken pessimistically."""
-        u = self.dataset.users.index(user_id)
-        i = self.dataset.items.index(item_id)
-        scores = self.scores([u])[0]
+        c = self._cat
+        u = c.dataset.users.index(user_id)
+        i = c.dataset.items.index(item_id)
+        scores = c.factors.scores(self._user_tensor([u]))[0]
         excluded = set(self.user_history(user_id))
         if split == "test":
             excluded.update(self.held_out(user_id, "val"))
         excluded.discard(item_id)
         mask = torch.ones_like(scores, dtype=torch.bool)
         if excluded:
-            mask[torch.as_tensor(self.dataset.items.indices(sorted(excluded)), device=self.device)] = False
+            mask[torch.as_tensor(c.dataset.items.indices(sorted(excluded)), device=self.device)] = False
         mask[i] = False
         return int((scores[mask] >= scores[i]).sum()) + 1
 
     def score_breakdown(self, user_id: str, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Per item: the visual (theta_u . phi_i), collaborative (gamma_u . gamma_i) and bias
         parts of the score, and their total (as `scores` computes it)."""
-        u = self.dataset.users.index(user_id)
-        i = torch.as_tensor(self.dataset.items.indices(item_ids), device=self.device)
-        k = self.factors.visual_dim
-        uf, itf = self.factors.users[u], self.factors.items_t[:, i].T
+        c = self._cat
+        u = c.dataset.users.index(user_id)
+        i = torch.as_tensor(c.dataset.items.indices(item_ids), device=self.device)
+        f = c.factors
+        k = f.visual_dim
+        uf, itf = f.users[u], f.items_t[:, i].T
         with torch.inference_mode():
             visual = itf[:, :k] @ uf[:k]
             collaborative = itf[:, k:] @ uf[k:] if uf.numel() > k else torch.zeros_like(visual)
-            bias = self.factors.bias[i]
+            bias = f.bias[i]
         parts = {"visual": visual, "collaborative": collaborative, "bias": bias, "total": visual + collaborative + bias}
         return {name: t.cpu().numpy() for name, t in parts.items()}
 
@@ -347,7 +390,8 @@ class Recommender:
 
     def explain_items(self, user_id: str, item_ids: Sequence[str]) -> list[Explanation]:
         """`explain` of many catalogue items, in one pass through the CNN."""
-        pixels = self.store.array[self.dataset.items.indices(item_ids)]
+        c = self._cat
+        pixels = c.store.array[c.dataset.items.indices(item_ids)]
         return explain_pixels(self.model, self._theta(user_id), pixels)
 
     def _theta(self, user_id: str) -> torch.Tensor:
@@ -393,16 +437,18 @@ class Recommender:
         if (item_id is None) == (image is None):
             raise DVBPRError("give exactly one of item_id or image")
         _check_k(k)
+        c = self._cat
         if item_id is not None:
-            query, skip = self.phi[self.dataset.items.index(item_id)], self.dataset.items.index(item_id)
+            skip = c.dataset.items.index(item_id)
+            query = c.phi[skip]
         else:
             query, skip = self.embed_image(image), None  # a ColdItem is not embedded again
         with torch.inference_mode():
-            sims = torch.nn.functional.cosine_similarity(self.phi, query[None, :], dim=1)
+            sims = torch.nn.functional.cosine_similarity(c.phi, query[None, :], dim=1)
             if skip is not None:
                 sims[skip] = -torch.inf
             top = torch.topk(sims, min(k, len(sims) - (skip is not None)))
-        return self.dataset.items.to_ids(top.indices.cpu().numpy()), top.values.cpu().numpy()
+        return c.dataset.items.to_ids(top.indices.cpu().numpy()), top.values.cpu().numpy()
 
     # ---------------------------------------------------------------------- new items
     def add_item(self, image: ImageInput, item_id: str | None = None, category: str = "", title: str = "") -> str:
@@ -411,32 +457,68 @@ class Recommender:
         item only, and the top lists updated (`recommend` shows it to the users who score it above
         their last entry); items another process added since are served too. Returns its id.
         DatasetChangedError (the item added all the same) when the dataset changed otherwise
-        since it was loaded. The run's cache is brought up to date by the next `from_run`."""
-        old, stamps = self.dataset, self.store.stamps
-        grown = add_to_catalogue(old, image, item_id, category, title, stamps=stamps)
-        n = old.n_items
-        same = grown.users.ids == old.users.ids and grown.items.ids[:n] == old.items.ids
-        if not same or any(not np.array_equal(a, b) for a, b in zip(_splits(grown), _splits(old))):
-            raise DatasetChangedError(
-                f"{grown.items.ids[-1]!r} was added to {grown.root}, but the dataset had changed since this "
-                "Recommender loaded it: load the run again (Recommender.from_run) to serve it"
+        since it was loaded. The run's cache is brought up to date by the next `from_run`.
+        Calls running meanwhile in other threads see the catalogue without the item."""
+        with self._write_lock:
+            c = self._cat
+            old, stamps = c.dataset, c.store.stamps
+            grown = add_to_catalogue(old, image, item_id, category, title, stamps=stamps)
+            n = old.n_items
+            same = grown.users.ids == old.users.ids and grown.items.ids[:n] == old.items.ids
+            if not same or any(not np.array_equal(a, b) for a, b in zip(_splits(grown), _splits(old))):
+                raise DatasetChangedError(
+                    f"{grown.items.ids[-1]!r} was added to {grown.root}, but the dataset had changed since this "
+                    "Recommender loaded it: load the run again (Recommender.from_run) to serve it"
+                )
+            # the store add_to_catalogue extended (not decoded again), its old images not stat'ed again
+            stamps = None if stamps is None else stamps + grown.image_stamps(start=n)
+            store = ImageStore.open(grown, self.model.cfg.image_size, progress=False, stamps=stamps)
+            added = ImageBatches(ImageStore(store.array[n:], store.size), self.device)
+            phi = embed_items(self.model, added, grown.n_items - n)
+            c = _Catalogue(
+                grown, store, torch.cat([c.phi, phi]), _with_new_items(c.factors, phi), c.top_ids, c.top_scores
             )
-        # the store add_to_catalogue extended (not decoded again), its old images not stat'ed again
-        stamps = None if stamps is None else stamps + grown.image_stamps(start=n)
-        store = ImageStore.open(grown, self.model.cfg.image_size, progress=False, stamps=stamps)
-        added = ImageBatches(ImageStore(store.array[n:], store.size), self.device)
-        phi = embed_items(self.model, added, grown.n_items - n)
-        self.dataset, self.store, self.phi = grown, store, torch.cat([self.phi, phi])
-        self.cold = torch.as_tensor(grown.cold_items, device=self.device)
-        self.factors = _with_new_items(self.factors, phi)
-        if self.top_ids is not None:
-            self._admit_new_items(n)
+            if c.top_ids is not None:
+                ids, scores = _admit_new_items(c, n)
+                c = dataclasses.replace(c, top_ids=ids, top_scores=scores)
+            self._cat = c
         return grown.items.ids[-1]
 
 
 # ----------------------------------------------------------------------------- helpers
 def _splits(dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return dataset.train, dataset.val, dataset.test
+
+
+def _admit_new_items(c: _Catalogue, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top lists of `c` with items `start`.. (added to the catalogue: cold, in no user's
+    history) inserted: each into those of the users who score it above their last entry, after
+    the entries that score at least as high. One matrix product scores them for every user; the
+    lists grow only where they held every candidate (a catalogue smaller than the lists). New
+    arrays: the snapshot's may be read by other threads meanwhile."""
+    ids, scores = c.top_ids.copy(), c.top_scores.copy()
+    n_items, k = c.dataset.n_items, ids.shape[1]
+    wide = min(max(k, TOP_LIST_K), n_items) if k == start else k
+    if wide > k:  # -1 / -inf: no candidate there, so every new item beats it
+        ids = np.concatenate([ids, np.full((len(ids), wide - k), -1, dtype=ids.dtype)], 1)
+        scores = np.concatenate([scores, np.full((len(ids), wide - k), -np.inf, dtype=scores.dtype)], 1)
+    with torch.inference_mode():
+        f = c.factors
+        new = torch.addmm(f.bias[start:], f.users, f.items_t[:, start:]).cpu().numpy()
+    cols = np.arange(wide)
+    for offset, item_scores in enumerate(new.T):
+        rows = np.flatnonzero(item_scores > scores[:, -1])
+        if not len(rows):
+            continue
+        score = item_scores[rows, None]
+        place = (scores[rows] >= score).sum(1, keepdims=True)  # < wide: it beats the last entry
+        source = np.maximum(np.where(cols < place, cols, cols - 1), 0)  # the tail moves one down
+        row_ids = np.take_along_axis(ids[rows], source, 1)
+        row_scores = np.take_along_axis(scores[rows], source, 1)
+        row_ids[cols == place] = start + offset
+        row_scores[cols == place] = score[:, 0]
+        ids[rows], scores[rows] = row_ids, row_scores
+    return ids, scores
 
 
 def _with_new_items(factors: ServingFactors, phi: torch.Tensor) -> ServingFactors:

@@ -244,7 +244,8 @@ def test_dead_units_counts_units_that_never_fire() -> None:
     assert list(dead) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2"]
     assert dead["conv2"] == pytest.approx(8 / 32) and dead["fc2"] == 1.0
     assert all(0.0 <= v <= 1.0 for v in dead.values())
-    assert cnn.training  # left as it was
+    assert cnn.training  # left as it was, and no hook on it (a shared model serves other threads)
+    assert not any(m._forward_hooks for m in cnn.modules())
 
 
 def test_dead_units_of_a_two_stream_cnn_are_named_by_stream() -> None:
