@@ -66,6 +66,11 @@ class TrainConfig:
         "phi = shape CNN on hue-randomised images + a learned colour histogram, so that colour "
         "cannot take the whole embedding (--no-colour-stream: one CNN, the paper)",
     )
+    texture: bool = _option(
+        False,
+        "texture head: the last conv features averaged over the image, projected and added to phi "
+        "(cnnf, cnnf-small; see docs/training.md for what it gains and costs)",
+    )
     dropout: float = _option(0.5, "dropout on the CNN's hidden fc layers")
     lr_schedule: str = _option("none", "learning-rate schedule (plateau follows validation AUC)", LR_SCHEDULES)
     patience: int = _option(0, "early stop after N epochs without validation gain (0 = off)")
@@ -92,6 +97,7 @@ class TrainConfig:
             norm=self.norm,
             theta_init=self.theta_init,
             colour_stream=self.colour_stream,
+            texture=self.texture,
             dropout=self.dropout,
         )
 

@@ -37,6 +37,7 @@ class ModelConfig:
     norm: str = "none"  # checkpoints from before the field existed had none
     theta_init: str = "uniform"
     colour_stream: bool = False  # checkpoints from before the field existed had one stream
+    texture: bool = False  # checkpoints from before the field existed had no texture head
     # The one image preprocessing (dvbpr.images.load_image), recorded so that inference and
     # uploads are treated exactly as training was.
     preprocessing: dict = field(default_factory=lambda: {"pad": "white-square", "resize": "bicubic", "scale": "[-1,1]"})
@@ -54,6 +55,8 @@ class ModelConfig:
             raise TrainingError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.image_size < 32:
             raise TrainingError(f"image size {self.image_size} is too small (at least 32)")
+        if self.texture and self.arch == "alexnet":
+            raise TrainingError("the texture head is built for cnnf and cnnf-small, not alexnet")
         if self.arch in ("cnnf", "alexnet") and self.image_size < 64:
             raise TrainingError(f"{self.arch} needs images of at least 64 px, got {self.image_size}")
 
@@ -87,6 +90,8 @@ class CNNF(nn.Module):
     layers die and phi collapses to a few directions (docs/training.md). `norm_phi=True` also
     standardises phi itself (BatchNorm without affine): every one of its K dimensions keeps unit
     variance over the catalogue, so the dominant visual factor (colour) cannot drown the others.
+    `texture=True` adds to phi a projection of the last conv maps averaged over the image: what
+    local patterns occur, wherever they are (the fc layers see them tied to their position).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class CNNF(nn.Module):
         dropout: float = 0.5,
         norm: bool = False,
         norm_phi: bool = False,
+        texture: bool = False,
     ):
         super().__init__()
         if small:
@@ -125,9 +131,14 @@ class CNNF(nn.Module):
             nn.Linear(fc, dim),
             *([nn.BatchNorm1d(dim, affine=False)] if norm_phi else []),
         )
+        self.texture = None
+        if texture:
+            self.texture = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(c5), nn.Linear(c5, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        maps = self.features(x)
+        phi = self.classifier(maps)
+        return phi if self.texture is None else phi + self.texture(maps)
 
 
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
@@ -207,6 +218,7 @@ def _shape_cnn(cfg: ModelConfig) -> nn.Module:
         dropout=cfg.dropout,
         norm=cfg.norm != "none",
         norm_phi=cfg.norm == "batch+phi",
+        texture=cfg.texture,
     )
 
 

@@ -49,6 +49,7 @@ NEW_RUN = {  # TrainConfig field: (widget key on the New run form, type of its v
     "negatives": ("tr_negatives", str),
     "in_batch": ("tr_in_batch", bool),
     "colour_stream": ("tr_colour_stream", bool),
+    "texture": ("tr_texture", bool),
     "norm": ("tr_norm", str),
     "theta_init": ("tr_theta_init", str),
     "dropout": ("tr_dropout", float),
@@ -238,9 +239,10 @@ def _advanced_options() -> None:
     c1.number_input("L2 on CNN weights", 0.0, 100.0, step=1e-4, format="%g", key="tr_l2_cnn", help=_help("l2_cnn"))
     c2.number_input("L2 on θ rows", 0.0, 100.0, step=0.1, format="%g", key="tr_l2_theta", help=_help("l2_theta"))
     c3.number_input("L2 on γ and β rows", 0.0, 100.0, step=1e-4, format="%g", key="tr_l2_cf", help=_help("l2_cf"))
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     c1.checkbox("In-batch negatives", key="tr_in_batch", help=_help("in_batch"))
     c2.checkbox("Colour stream", key="tr_colour_stream", help=_help("colour_stream"))
+    c3.checkbox("Texture head", key="tr_texture", help=_help("texture"))
 
 
 def _finetune_form(datasets: list[str], models: list[str]) -> None:

@@ -297,3 +297,19 @@ def test_two_stream_cnn_randomises_the_shape_streams_hue_in_training_only() -> N
     torch.testing.assert_close(seen[-1], x)
     torch.testing.assert_close(out, net.shape(x) + net.colour(x))
     assert build_cnn(ModelConfig(n_users=3, n_items=4, dim=8)).__class__ is CNNF  # off by default in old configs
+
+
+def test_texture_head_sees_which_patterns_occur_not_where() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_users=3, n_items=4, arch="cnnf-small", image_size=64, dim=8, texture=True, norm="batch")
+    net = build_cnn(cfg).eval()
+    assert isinstance(net, CNNF) and net.texture is not None
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    maps = net.features(x)
+    # phi = the fc path + the texture head on the same conv maps, averaged over their positions
+    torch.testing.assert_close(net(x), net.classifier(maps) + net.texture(maps))
+    rolled = maps.roll(shifts=(1, 2), dims=(2, 3))  # the same local features elsewhere
+    torch.testing.assert_close(net.texture(rolled), net.texture(maps))
+    assert build_cnn(ModelConfig(n_users=3, n_items=4, dim=8)).texture is None  # off in old configs
+    with pytest.raises(TrainingError, match="texture"):
+        ModelConfig(n_users=3, n_items=4, arch="alexnet", texture=True)
