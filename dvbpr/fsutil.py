@@ -44,6 +44,13 @@ def _no_space(exc: BaseException | None) -> OSError | None:
     return None
 
 
+def _raise_if_disk_full(path: Path, exc: BaseException) -> None:
+    """DiskFullError naming `path` when `exc` comes from a full disk; nothing otherwise."""
+    cause = _no_space(exc)
+    if cause is not None:
+        raise _disk_full(path, cause) from exc
+
+
 def _disk_full(path: Path, cause: OSError) -> DiskFullError:
     try:
         st = os.statvfs(path.parent)
@@ -72,9 +79,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             os.unlink(tmp)  # first: the space it took is what the caller may need next
         except FileNotFoundError:
             pass
-        cause = _no_space(exc)
-        if cause is not None:
-            raise _disk_full(path, cause) from exc
+        _raise_if_disk_full(path, exc)
         raise
     return path
 
@@ -93,8 +98,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
                 view = view[os.write(fd, view) :]
         except OSError as exc:
             os.ftruncate(fd, end)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise _disk_full(path, exc) from exc
+            _raise_if_disk_full(path, exc)
             raise
     finally:
         os.close(fd)
@@ -117,8 +121,7 @@ def rewrite_json_in_place(path: str | os.PathLike, obj: Any) -> None:
         os.pwrite(fd, data, 0)
         os.fsync(fd)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(path, exc) from exc
+        _raise_if_disk_full(path, exc)
         raise
     finally:
         os.close(fd)

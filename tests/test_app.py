@@ -26,9 +26,8 @@ from streamlit.testing.v1 import AppTest
 
 from dvbpr.fsutil import atomic_write_json
 from dvbpr.rundir import REPO_ROOT
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-TIMEOUT = 180
+from tests.apptest import errors, ok, use_roots
+from tests.apptest import open_app as app
 
 
 @pytest.fixture(scope="session")
@@ -70,29 +69,8 @@ def roots(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(autouse=True)
 def env(roots, monkeypatch):
-    monkeypatch.setenv("DVBPR_DATA_ROOT", str(roots["data"]))
-    monkeypatch.setenv("DVBPR_MODELS_ROOT", str(roots["models"]))
-    monkeypatch.setenv("DVBPR_DEFAULT_MODEL", "default")
+    use_roots(monkeypatch, roots)
     return roots
-
-
-def app(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    return at
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def errors(at: AppTest) -> str:
-    return "\n".join(e.value for e in at.error)
 
 
 def html(at: AppTest) -> str:

@@ -31,9 +31,9 @@ from dvbpr.images import ImageStore, load_image
 from dvbpr.importers import import_folder
 from dvbpr.rundir import REPO_ROOT, read_status
 from dvbpr.train import train
+from tests.apptest import APP
 from tests.helpers import item_colour, make_tiny_dataset, write_image
 
-APP = str(REPO_ROOT / "app.py")
 TRAIN = dict(arch="cnnf-small", image_size=32, dim=8, cf_dim=8, epochs=1, batch_size=16, device="cpu")
 
 

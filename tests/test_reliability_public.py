@@ -33,9 +33,8 @@ from streamlit.testing.v1 import AppTest
 
 from dvbpr.fsutil import atomic_write_json
 from dvbpr.rundir import REPO_ROOT
+from tests.apptest import APP, TIMEOUT, errors, ok, open_app, use_roots
 
-APP = str(REPO_ROOT / "app.py")
-TIMEOUT = 120
 PUBLIC = "DVBPR_PUBLIC"
 OFF_NOTE = "turned off on this public server"
 MAIN_SUMMARY, OUTSIDE_SUMMARY = "40 users · 48 items", "10 users · 20 items"
@@ -64,9 +63,7 @@ def roots(tmp_path_factory, tiny_make_dataset, tiny_train_kwargs) -> dict[str, P
 
 @pytest.fixture(autouse=True)
 def env(roots, monkeypatch):
-    monkeypatch.setenv("DVBPR_DATA_ROOT", str(roots["data"]))
-    monkeypatch.setenv("DVBPR_MODELS_ROOT", str(roots["models"]))
-    monkeypatch.setenv("DVBPR_DEFAULT_MODEL", "default")
+    use_roots(monkeypatch, roots)
     monkeypatch.delenv(PUBLIC, raising=False)
     return roots
 
@@ -77,22 +74,7 @@ def public(monkeypatch):
 
 
 def app(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    return ok(at)
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def errors(at: AppTest) -> str:
-    return "\n".join(e.value for e in at.error)
+    return ok(open_app(page, **query))
 
 
 def labels(at: AppTest) -> set[str]:
