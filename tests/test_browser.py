@@ -433,6 +433,13 @@ def test_upload_page_refuses_a_bomb_and_text_and_reads_a_gif(page, server, tmp_p
         (text, f"{error_js}.some(e => e.textContent.includes('notes.png'));", "a text file"),
         (gif, rows_js, None),
     ):
+        # Remove the previous file first: a file set while the uploader redraws could be lost.
+        delete = page.locator('[data-testid="stFileChipDeleteBtn"] button')
+        if delete.count():
+            since = bb.arm(page)
+            delete.first.click()
+            no_chip = "return !document.querySelector('[data-testid=\"stFileChipDeleteBtn\"]');"
+            bb.wait_idle(page, STEP_MS, since=since, until_js=no_chip)
         since = bb.arm(page)
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
         bb.wait_idle(page, STEP_MS, since=since, until_js=until_js)
