@@ -42,7 +42,7 @@ from its header before decoding: a small file claiming a huge size (a decompress
 only its header. 25 megapixels (5000 x 5000) take up to ~0.6 GB to decode (RGBA WebP; JPEG far
 less, being decoded at 1/8 scale when that still covers `size`)."""
 _WHITE = (255, 255, 255)
-_CACHE_DIR = ".cache"
+CACHE_DIR = ".cache"  # a dataset folder's image caches: rebuilt from the images, never copied
 _CHUNK_BYTES = 32 << 20  # decoded pixels per worker task: a few progress updates per worker
 _LISTED_ERRORS = 20
 _SNIFF_BYTES = 512  # read from a file that is no image, to say what it is instead
@@ -246,7 +246,7 @@ class ImageStore:
 
 def _cache_paths(root: Path, size: int) -> tuple[Path, Path]:
     """The cache of one size and its sidecar."""
-    return root / _CACHE_DIR / f"images_{size}.u8", root / _CACHE_DIR / f"images_{size}.json"
+    return root / CACHE_DIR / f"images_{size}.u8", root / CACHE_DIR / f"images_{size}.json"
 
 
 def _meta(dataset: Dataset, size: int, fingerprint: str) -> dict:
@@ -315,7 +315,7 @@ def _edit_caches(
     that was not up to date is left to that too (and so is one whose edit failed: the catalogue
     change stands, the cache is derived from it)."""
     edited = []
-    for meta_path in sorted((before.root / _CACHE_DIR).glob("images_*.json")):
+    for meta_path in sorted((before.root / CACHE_DIR).glob("images_*.json")):
         size_text = meta_path.stem.removeprefix("images_")
         if not size_text.isdigit():
             continue

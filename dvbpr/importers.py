@@ -32,14 +32,13 @@ from tqdm import tqdm
 from .data import IMAGES_DIR, INTERACTIONS_FILE, ITEMS_FILE, SPLITS, load_dataset, read_csv
 from .errors import DataError
 from .fsutil import atomic_write_json
-from .images import SUPPORTED_EXTENSIONS
+from .images import CACHE_DIR, SUPPORTED_EXTENSIONS
 
 ProgressCallback = Callable[[float, str], None]
 
 REPORT_FILE = "import.json"
 _LISTED = 10  # how many ids or problems an error message lists before "and N more"
 _KANG_PARTS = "[user_train, user_validation, user_test, Item, usernum, itemnum]"
-_CACHES = ".cache"  # a dataset folder's image caches (dvbpr.images): rebuilt, never copied
 
 
 # --- the original DVBPR files (Kang et al.) ---------------------------------------------------
@@ -446,7 +445,7 @@ def import_folder(
 
     with _staging(out_dir) as tmp:
         shutil.copytree(
-            source, tmp, symlinks=True, dirs_exist_ok=True, copy_function=copy, ignore=shutil.ignore_patterns(_CACHES)
+            source, tmp, symlinks=True, dirs_exist_ok=True, copy_function=copy, ignore=shutil.ignore_patterns(CACHE_DIR)
         )
         report(0.95, "validating the copy")
         _validate(tmp, f"copied from {source}", {tmp: source})
@@ -467,7 +466,7 @@ def _walk_links(folder: Path) -> tuple[int, list[str]]:
                     if os.path.isabs(target) or not os.path.realpath(entry.path).startswith(prefix):
                         leaving.append(f"{os.path.relpath(entry.path, folder)} -> {target}")
                 elif entry.is_dir():
-                    if entry.name != _CACHES:
+                    if entry.name != CACHE_DIR:
                         stack.append(entry.path)
                 else:
                     files += 1
