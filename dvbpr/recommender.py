@@ -558,6 +558,12 @@ def check_compatible(ckpt: dict, dataset: Dataset, path: Path) -> None:
         else:
             if ckpt.get("dataset_signature") != dataset_signature(as_trained):
                 problems.append("the interactions differ")
+    shared_ids = set(ckpt["user_ids"]) & set(dataset.users.ids) or set(ckpt["item_ids"]) & set(dataset.items.ids)
+    if problems and not shared_ids:
+        raise DatasetChangedError(
+            f"{path} was trained on another dataset than {dataset.root}: they have no user or item id in "
+            "common. Use the run with its own dataset, or train a model on this one (`python -m dvbpr train`)."
+        )
     if problems:
         raise DatasetChangedError(
             f"the dataset {dataset.root} changed since {path} was trained: {'; '.join(problems)}. "

@@ -437,6 +437,19 @@ def test_a_checkpoint_of_another_dataset_is_refused(tiny_run: Path, tiny_make_da
     assert str(other) in message and "items differ" in message and "--init-from" in message
 
 
+def test_a_checkpoint_of_a_dataset_with_no_id_in_common_says_so(tiny_run: Path, tiny_data: Path) -> None:
+    from dvbpr.data import load_dataset
+    from dvbpr.recommender import check_compatible
+
+    ckpt = torch.load(tiny_run / "best.pt", weights_only=True)
+    dataset = load_dataset(tiny_data)
+    check_compatible(ckpt, dataset, tiny_run / "best.pt")  # its own dataset: no complaint
+    renamed = dict(ckpt, user_ids=[f"x{u}" for u in ckpt["user_ids"]], item_ids=[f"y{i}" for i in ckpt["item_ids"]])
+    with pytest.raises(DatasetChangedError, match="another dataset .* no user or item id in common") as info:
+        check_compatible(renamed, dataset, tiny_run / "best.pt")
+    assert "changed since" not in str(info.value) and str(tiny_data) in str(info.value)
+
+
 def test_the_upload_pages_preview_decodes_a_large_jpeg_at_a_reduced_scale(monkeypatch) -> None:
     """A 30-megapixel JPEG is usable (load_image decodes it at 1/8 scale) and the Upload page shows
     it through `loaders.upload_preview`, at that scale too: st.image given the bytes would decode
