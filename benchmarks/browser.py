@@ -96,7 +96,9 @@ class AppServer:
         port: int | None = None,
         log_path: str | Path | None = None,
         extra_env: dict[str, str] | None = None,
+        start_timeout: float = 120.0,
     ):
+        self.start_timeout = start_timeout  # for `with AppServer(...)`
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
@@ -187,7 +189,7 @@ class AppServer:
         return f"{self.url}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
 
     def __enter__(self) -> AppServer:
-        return self.start()
+        return self.start(self.start_timeout)
 
     def __exit__(self, exc_type, *exc) -> None:
         self.stop()
@@ -232,22 +234,28 @@ _IDLE_JS = """() => {
 
 # Counts the script runs the browser sees: stApp's data-test-script-state leaving "notRunning"
 # (to "rerunRequested" when a widget changes, "running" when the server reports the run; a
-# widget's rerun may show only the first).
+# widget's rerun may show only the first). The observer gets its records in batches, so it walks
+# every state in between (each record's oldValue, then the current one): a run that started and
+# finished within one batch is still counted.
 _ARM_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app) return -1;
   if (!app.__dvObserved) {
     app.__dvObserved = true;
     window.__dvRuns = window.__dvRuns || 0;
-    new MutationObserver(() => {
-      const state = app.getAttribute('data-test-script-state');
-      const idle = state === 'notRunning' || state === 'initial';
-      if (!idle && state !== app.__dvLast) window.__dvRuns += 1;
-      const wasIdle = app.__dvLast === undefined || app.__dvLast === 'notRunning';
-      if (!idle && wasIdle) window.__dvBusyStart = performance.now();
-      if (idle) window.__dvBusyEnd = performance.now();
+    const isIdle = (state) => state === 'notRunning' || state === 'initial';
+    const enter = (state) => {
+      if (state === app.__dvLast) return;
+      if (!isIdle(state)) window.__dvRuns += 1;
+      const wasIdle = app.__dvLast === undefined || isIdle(app.__dvLast);
+      if (!isIdle(state) && wasIdle) window.__dvBusyStart = performance.now();
+      if (isIdle(state)) window.__dvBusyEnd = performance.now();
       app.__dvLast = state;
-    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    };
+    new MutationObserver((records) => {
+      for (const r of records.slice(1)) enter(r.oldValue);  // the states between the changes
+      enter(app.getAttribute('data-test-script-state'));
+    }).observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']});
   }
   return window.__dvRuns || 0;
 }"""
@@ -274,12 +282,40 @@ def wait_idle(page, timeout_ms: float = 60_000, since: int | None = None, until_
     before an action) until a script run has started since, with `until_js` (a JS function body
     returning a boolean) until it holds. One of them proves that the action's own run was waited
     for, not the idle moment before it."""
-    conditions = [f"({_IDLE_JS})()"]
+    conditions = {"idle": f"({_IDLE_JS})()"}
     if since is not None:
-        conditions.append(f"(window.__dvRuns || 0) > {int(since)}")
+        conditions["a run since"] = f"(window.__dvRuns || 0) > {int(since)}"
     if until_js:
-        conditions.append(f"(() => {{ {until_js} }})()")
-    page.wait_for_function("() => " + " && ".join(f"({c})" for c in conditions), timeout=timeout_ms, polling="raf")
+        conditions["until"] = f"(() => {{ {until_js} }})()"
+    try:
+        page.wait_for_function(
+            "() => " + " && ".join(f"({c})" for c in conditions.values()), timeout=timeout_ms, polling="raf"
+        )
+    except Exception as exc:
+        if type(exc).__name__ != "TimeoutError":
+            raise
+        raise type(exc)(f"{exc}; {_wait_report(page, conditions)}") from exc
+
+
+def _wait_report(page, conditions: dict[str, str]) -> str:
+    """Which of wait_idle's conditions still failed at its timeout, and what the page showed: a
+    timeout in a test or the load script must say what it was waiting for."""
+    try:
+        held = {name: page.evaluate(f"() => !!({js})") for name, js in conditions.items()}
+        state = page.evaluate(
+            r"""() => { const app = document.querySelector('[data-testid="stApp"]');
+              const main = document.querySelector('[data-testid="stMain"]');
+              return {script: app ? app.getAttribute('data-test-script-state') : null,
+                      runs: window.__dvRuns || 0,
+                      stale: document.querySelectorAll('[data-stale="true"]').length,
+                      spinners: document.querySelectorAll('[data-testid="stSpinner"]').length,
+                      grids: document.querySelectorAll('[data-testid="stMain"] .dv-grid').length,
+                      text: main ? main.innerText.slice(0, 300).replace(/\s+/g, ' ') : ''}; }"""
+        )
+    except Exception as exc:  # noqa: BLE001 - the report must not hide the timeout itself
+        return f"(no report: {type(exc).__name__}: {exc})"
+    failing = [name for name, ok in held.items() if not ok] or ["none (it held just after the timeout)"]
+    return f"still false: {', '.join(failing)}; page: {json.dumps(state)}"
 
 
 def main_text(page) -> str:
@@ -324,15 +360,19 @@ def widget(page, key: str):
     return page.locator(f".st-key-{re.sub(r'[^a-zA-Z0-9_-]', '-', key)}").first
 
 
-def select_option(page, key: str, value: str, timeout_ms: float = 120_000) -> None:
+def select_option(page, key: str, value: str, timeout_ms: float = 120_000, shown_js: str | None = None) -> None:
     """Choose `value` in the selectbox with `key` (type to filter, click the option) and wait for
-    the rerun it triggers."""
+    the rerun it triggers. `shown_js` (a JS function body) says what the page shows once the
+    choice took effect; when it did not hold before the click, seeing it is the proof of the run.
+    Without it the run must be seen as a script-state change, which a busy browser can miss: it
+    may handle a fast run's "running" and "not running" messages in one render."""
     box = widget(page, key).locator("input")
     since = arm(page)
+    already = bool(shown_js) and bool(page.evaluate(f"() => !!(() => {{ {shown_js} }})()"))
     box.click()
     box.fill(value)
     page.get_by_role("option", name=value, exact=True).click()
-    wait_idle(page, timeout_ms, since=since)
+    wait_idle(page, timeout_ms, since=since if already or not shown_js else None, until_js=shown_js)
 
 
 def selectbox_options(page, key: str) -> list[str]:

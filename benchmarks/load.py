@@ -101,6 +101,20 @@ class Expected:
             problems.append(f"the top 20 shown is not {user}'s")
         return problems
 
+    def recommendations_js(self, user: str) -> str:
+        """JS (a function body) that holds once the Recommendations page shows `user`'s top 20
+        and history count, its images loaded."""
+        top = self.rec.recommend(user, k=20)[0]
+        history = f" of {len(self.rec.user_history(user))}"
+        return f"""
+  if (!(() => {{ {bb.RECS_READY_JS} }})()) return false;
+  const m = document.querySelector('[data-testid="stMain"]').innerText.match(/History · last \\d+( of \\d+)/);
+  if (!m || m[1] !== {json.dumps(history)}) return false;
+  const grids = document.querySelectorAll('[data-testid="stMain"] .dv-grid');
+  const top = Array.from(grids[grids.length - 1].querySelectorAll('.dv-meta'), e => e.innerText.split(' · ')[0].trim());
+  return JSON.stringify(top) === {json.dumps(json.dumps(top, separators=(",", ":")))};
+"""
+
     def upload(self, page, raw: bytes, name: str) -> tuple[list[str], str]:
         """(problems of the Upload page against this image, the first listed user)."""
         scores = self.rec.user_scores_for_image(raw, name)
@@ -194,8 +208,12 @@ def run_session(
             user = mine[state["picks"] % len(mine)]
 
         def pick() -> None:
-            bb.select_option(page, "rec_user", user, timeout_ms)
-            bb.wait_idle(page, timeout_ms, until_js=bb.RECS_READY_JS)
+            before = bb.selectbox_value(page, "rec_user")
+            try:
+                bb.select_option(page, "rec_user", user, timeout_ms, expected.recommendations_js(user))
+            except Exception as exc:
+                now = bb.selectbox_value(page, "rec_user")
+                raise type(exc)(f"picking {user} (the picker showed {before!r}, now {now!r}): {exc}") from exc
 
         timed("user", pick)
         state["user"] = user
@@ -225,8 +243,9 @@ def run_session(
         violation("upload", problems + [f"shows {n}" for n in _foreign_uploads(page, s.index)])
         if not first:
             return
-        timed("explain", lambda: bb.select_option(page, "up_explain_user", first, timeout_ms))
         card = f'[data-testid="stMain"] .dv-card[title={json.dumps(f"{name} for {first}")}]'
+        heatmap_js = f"return !!document.querySelector({json.dumps(card)});"
+        timed("explain", lambda: bb.select_option(page, "up_explain_user", first, timeout_ms, heatmap_js))
         problems = [] if page.locator(card).count() else [f"no heatmap of {name} for {first}"]
         violation("explain", problems + [f"shows {n}" for n in _foreign_uploads(page, s.index)])
 
@@ -237,7 +256,7 @@ def run_session(
             action()
             return True
         except Exception as exc:  # noqa: BLE001 - counted and reported
-            message = (str(exc).strip().splitlines() or [""])[0][:200]
+            message = (str(exc).strip().splitlines() or [""])[0][:1000]  # wait_idle says what it waited for
             s.errors.append((state["kind"], f"{type(exc).__name__}: {message}"))
             log(f"session {s.index}: {state['kind']} failed: {type(exc).__name__}: {message}")
         try:

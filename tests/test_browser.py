@@ -70,14 +70,9 @@ def app_roots(tmp_path_factory, tiny_make_dataset, tiny_train_kwargs) -> dict[st
 
 @pytest.fixture(scope="module")
 def server(app_roots):
-    app = bb.AppServer(
-        app_roots["data"], app_roots["models"], "default", log_path=app_roots["data"].parent / "streamlit.log"
-    )
-    app.start(timeout=180)
-    try:
+    log = app_roots["data"].parent / "streamlit.log"
+    with bb.AppServer(app_roots["data"], app_roots["models"], "default", log_path=log, start_timeout=180) as app:
         yield app
-    finally:
-        app.stop()
 
 
 @pytest.fixture(scope="module")
@@ -385,9 +380,10 @@ def test_explanations_and_a_new_item_in_the_catalogue(page, server, app_roots, t
     )
     no_errors(page, server)
     user = page.locator('[data-testid="stMain"] .dv-row:not(.dv-head)').first.locator("div").nth(1).inner_text()
-    bb.select_option(page, "up_explain_user", user.strip(), STEP_MS)
+    heatmap = f'[data-testid="stMain"] .dv-card[title="new.png for {user.strip()}"]'
+    bb.select_option(page, "up_explain_user", user.strip(), STEP_MS, f"return !!document.querySelector({heatmap!r});")
     no_errors(page, server)
-    overlay = page.locator(f'[data-testid="stMain"] .dv-card[title="new.png for {user.strip()}"]')
+    overlay = page.locator(heatmap)
     assert overlay.count() == 1 and "visual score" in overlay.inner_text()
 
     field = bb.widget(page, "up_add_id").locator("input")
