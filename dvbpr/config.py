@@ -71,6 +71,11 @@ class TrainConfig:
         "texture head: the last conv features averaged over the image, projected and added to phi "
         "(cnnf, cnnf-small; see docs/training.md for what it gains and costs)",
     )
+    augment: bool = _option(
+        False,
+        "light augmentation of the training images: a random left-right flip and a shift of up to "
+        "1/8 of the side (docs/training.md)",
+    )
     dropout: float = _option(0.5, "dropout on the CNN's hidden fc layers")
     lr_schedule: str = _option("none", "learning-rate schedule (plateau follows validation AUC)", LR_SCHEDULES)
     patience: int = _option(0, "early stop after N epochs without validation gain (0 = off)")

@@ -160,6 +160,25 @@ def random_hue(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x).copy_(out.clamp(0.0, 1.0) * 2 - 1)
 
 
+def random_flip_shift(x: torch.Tensor, max_shift: float = 0.125) -> torch.Tensor:
+    """Light augmentation of a training batch: each image mirrored left-right with probability
+    1/2 and moved by its own random offset of up to `max_shift` of its side in x and y, the
+    uncovered border filled by repeating the edge pixels (white on the padded catalogue images).
+    What an item looks like does not depend on where it sits in the frame; a CNN that sees every
+    item at one place learns that place too (and overfits the few thousand images sooner)."""
+    b, _, h, w = x.shape
+    pad = max(1, round(max_shift * max(h, w)))
+    flip = torch.rand(b, device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    padded = F.pad(x.float(), (pad, pad, pad, pad), mode="replicate").to(x.dtype)
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+    out = padded.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols]  # (B, H, W, C)
+    return torch.empty_like(x).copy_(out.permute(0, 3, 1, 2))
+
+
 class ColourStream(nn.Module):
     """A learned colour histogram: per-pixel 1x1 convolutions (no spatial context, so no shape or
     pattern) averaged over the image, then projected to K."""

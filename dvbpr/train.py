@@ -49,7 +49,7 @@ from .evaluate import evaluate_model, sample_users
 from .features import ImageBatches, autocast, embed_items, resolve_device
 from .fsutil import atomic_write_json
 from .images import ImageStore
-from .model import DVBPR, ModelConfig, bpr_loss
+from .model import DVBPR, ModelConfig, bpr_loss, random_flip_shift
 from .optim import make_optimizer, make_scheduler, stretch_cosine
 from .rundir import BEST, CONFIG, LAST, RunLock, RunLog, find_checkpoint, has_checkpoint, is_locked, read_status
 from .sampling import TripletSampler
@@ -131,6 +131,8 @@ def train_one_epoch(
         local = batch[d.rank :: d.world]
         u, i, j = (torch.as_tensor(local[:, c], device=device) for c in range(3))
         imgs = images(np.concatenate([local[:, 1], local[:, 2]]))
+        if cfg.augment:
+            imgs = random_flip_shift(imgs)
         with autocast(device):
             x_uij = model(u, i, j, imgs, in_batch=cfg.in_batch)
         keep = None

@@ -50,6 +50,7 @@ NEW_RUN = {  # TrainConfig field: (widget key on the New run form, type of its v
     "in_batch": ("tr_in_batch", bool),
     "colour_stream": ("tr_colour_stream", bool),
     "texture": ("tr_texture", bool),
+    "augment": ("tr_augment", bool),
     "norm": ("tr_norm", str),
     "theta_init": ("tr_theta_init", str),
     "dropout": ("tr_dropout", float),
@@ -243,6 +244,7 @@ def _advanced_options() -> None:
     c1.checkbox("In-batch negatives", key="tr_in_batch", help=_help("in_batch"))
     c2.checkbox("Colour stream", key="tr_colour_stream", help=_help("colour_stream"))
     c3.checkbox("Texture head", key="tr_texture", help=_help("texture"))
+    c1.checkbox("Augment images", key="tr_augment", help=_help("augment"))
 
 
 def _finetune_form(datasets: list[str], models: list[str]) -> None:

@@ -289,6 +289,7 @@ TRAIN_WIDGETS = {
     "tr_in_batch": "in_batch",
     "tr_colour_stream": "colour_stream",
     "tr_texture": "texture",
+    "tr_augment": "augment",
     "tr_norm": "norm",
     "tr_theta_init": "theta_init",
     "tr_dropout": "dropout",

@@ -16,6 +16,7 @@ from dvbpr.model import (
     bpr_loss,
     build_cnn,
     cold_item_bias,
+    random_flip_shift,
     random_hue,
 )
 
@@ -267,6 +268,28 @@ def test_random_hue_keeps_luma_and_greys_and_changes_the_hue() -> None:
     last = random_hue(x.to(memory_format=torch.channels_last))  # the CUDA path's layout
     assert last.is_contiguous(memory_format=torch.channels_last)
     assert random_hue(x.double()).dtype == torch.float64
+
+
+def test_random_flip_shift_moves_each_image_as_a_whole() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    y = random_flip_shift(x, max_shift=0.25)  # up to 2 px each way
+    assert y.shape == x.shape and y.dtype == x.dtype
+    padded = torch.nn.functional.pad(torch.cat([x, x.flip(-1)]), (2, 2, 2, 2), mode="replicate")
+    moves = set()
+    for b in range(len(x)):  # each output is its own image, maybe mirrored, cut at some offset
+        found = [
+            (flip, dy, dx)
+            for flip in (0, 1)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(y[b], padded[b + flip * len(x), :, dy : dy + 8, dx : dx + 8])
+        ]
+        assert found, f"image {b} is not a shifted copy of its input"
+        moves.add(found[0])
+    assert len(moves) > 4 and {m[0] for m in moves} == {0, 1}  # the moves are drawn per image
+    last = random_flip_shift(x.to(memory_format=torch.channels_last))  # the CUDA path's layout
+    assert last.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_colour_stream_sees_colours_but_no_layout() -> None:

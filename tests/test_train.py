@@ -114,6 +114,43 @@ def test_resume_refuses_a_changed_dataset_and_a_run_without_last(tiny_run: Path,
         resume_config(run)
 
 
+def test_augment_moves_every_training_batch_and_nothing_else(
+    tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict, monkeypatch
+) -> None:
+    from dvbpr import train as train_module
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = train_module.random_flip_shift
+
+    def recorded(x: torch.Tensor) -> torch.Tensor:
+        seen.append((x.clone(), real(x)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(train_module, "random_flip_shift", recorded)
+    cnn_inputs: list[torch.Tensor] = []
+    original_build = train_module.build_model
+
+    def watch(cnn: torch.nn.Module, args: tuple) -> None:
+        if cnn.training:
+            cnn_inputs.append(args[0].detach().clone())
+
+    def build_and_watch(*args, **kwargs):
+        model, info = original_build(*args, **kwargs)
+        model.cnn.register_forward_pre_hook(watch)
+        return model, info
+
+    monkeypatch.setattr(train_module, "build_model", build_and_watch)
+    status = train(config(tiny_data, tmp_path / "aug", tiny_train_kwargs, epochs=1, augment=True), progress=False)
+    assert status["state"] == "finished"
+    assert len(seen) == len(cnn_inputs) == status["total_steps"] > 0  # every training batch, and no evaluation pass
+    for (_, after), fed in zip(seen, cnn_inputs, strict=True):
+        torch.testing.assert_close(fed, after)  # the CNN trains on the moved images
+    assert any(not torch.equal(before, after) for before, after in seen)
+    seen.clear()
+    train(config(tiny_data, tmp_path / "plain", tiny_train_kwargs, epochs=1), progress=False)
+    assert seen == []  # off by default
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
