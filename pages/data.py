@@ -243,7 +243,9 @@ def main() -> None:
         with errors.guard():
             _inspect(pick)
     else:
-        errors.show_problem(f"No dataset under {paths.display(paths.data_root())}/ yet.", "Import one below.")
+        errors.show_problem(
+            f"No dataset under {paths.display(paths.data_root())}/ yet.", "Import one below.", public_hint=""
+        )
 
     st.subheader("Import a dataset", anchor=False)
     if public.public_mode():

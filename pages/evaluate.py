@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dvbpr.compare import Comparison, PairedDiff
-from ui import errors, figures, loaders, paths, reference, shell, state, style
+from ui import errors, figures, loaders, paths, public, reference, shell, state, style
 
 COLUMNS = {
     "auc": "AUC",
@@ -229,9 +229,10 @@ def _compare_runs() -> None:
     data = loaders.require_dataset()
     runs = [r for r in paths.list_models() if paths.run_dataset_name(paths.models_root() / r) == data.name]
     if len(runs) < 2:
+        train_more = " Train another on the Train page (another seed, architecture or schedule)."
+        more = "" if public.public_mode() else train_more
         st.info(
-            f"Comparing needs at least two runs trained on {data.name}; there is {len(runs)}. "
-            "Train another on the Train page (another seed, architecture or schedule).",
+            f"Comparing needs at least two runs trained on {data.name}; there is {len(runs)}.{more}",
             icon=":material/compare_arrows:",
         )
         return

@@ -345,15 +345,18 @@ def _live_body(run_name: str) -> None:
         errors.show_problem(
             f"The run failed: {message or 'no message'}",
             "The end of its log is below. Fix the cause and resume it, or start a new run.",
+            public_hint="The end of its log is below.",
         )
         st.code(jobs.job_log(run, 30) or "(no log)", language=None)
     elif run_st == "interrupted":  # killed: its status still says running, but no process holds the run
         st.warning(
-            "The job's process is gone (killed, out of memory or the machine restarted) while it was running: "
+            "The job's process is gone (killed, out of memory or the machine restarted) while it was running"
             + (
-                "resume it below from its last checkpoint."
+                "."
+                if public.public_mode()
+                else ": resume it below from its last checkpoint."
                 if (run / LAST).is_file()
-                else "it had saved no checkpoint yet, so start a new run."
+                else ": it had saved no checkpoint yet, so start a new run."
             ),
             icon=":material/warning:",
         )

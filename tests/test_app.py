@@ -489,7 +489,7 @@ def test_data_page_stats_and_import(roots, tmp_path):
 )
 def test_missing_model_folder(page):
     at = ok(app(page, model="nope"))
-    assert "No model in" in errors(at) and "train one on the Train page" in errors(at)
+    assert "No model in" in errors(at) and "Train one on the Train page" in errors(at)
 
 
 def test_missing_dataset():
@@ -506,26 +506,23 @@ def test_failed_run_as_model():
 
 
 def test_error_hints_follow_the_error_class():
-    """The hint under an error is chosen by its class (dvbpr's DatasetChangedError and
-    DeviceUnavailableError where they exist; the message text only before they do)."""
+    """The hint under an error is chosen by its class; where it proposes training or importing,
+    a public-mode hint replaces it (pointing at what a visitor can do: the sidebar)."""
     from dvbpr import errors as dvbpr_errors
     from ui import errors as ui_errors
 
-    changed = getattr(dvbpr_errors, "DatasetChangedError", dvbpr_errors.CheckpointError)
-    device = getattr(dvbpr_errors, "DeviceUnavailableError", dvbpr_errors.TrainingError)
-    assert ui_errors.hint_for(changed("the dataset changed since this model was trained")) == (
-        ui_errors.DATASET_CHANGED_HINT,
-        "train",
-    )
-    assert ui_errors.hint_for(device("CUDA was requested but no GPU is available here")) == (
-        ui_errors.DEVICE_HINT,
-        None,
-    )
-    assert ui_errors.hint_for(dvbpr_errors.CheckpointError("no checkpoint in x"))[1] == "train"
-    assert ui_errors.hint_for(dvbpr_errors.DataError("bad row"))[1] == "data"
-    assert ui_errors.hint_for(dvbpr_errors.ImageError("not an image")) == ("Use a JPEG, PNG or WebP image.", None)
-    assert ui_errors.hint_for(dvbpr_errors.TrainingError("loss became nan")) == ("", None)
-    assert ui_errors.hint_for(dvbpr_errors.JobError("no job")) == ("", None)
+    changed = dvbpr_errors.DatasetChangedError("the dataset changed since this model was trained")
+    assert ui_errors.hint_for(changed)[:2] == (ui_errors.DATASET_CHANGED_HINT, "train")
+    device = dvbpr_errors.DeviceUnavailableError("CUDA was requested but no GPU is available here")
+    assert ui_errors.hint_for(device) == (ui_errors.DEVICE_HINT, None, None)
+    assert ui_errors.hint_for(dvbpr_errors.CheckpointError("no checkpoint in x"))[1:] == ("train", ui_errors.PICK_MODEL)
+    assert ui_errors.hint_for(dvbpr_errors.DataError("bad row"))[1:] == ("data", ui_errors.PICK_DATASET)
+    assert ui_errors.hint_for(dvbpr_errors.ImageError("not an image")) == ("Use a JPEG, PNG or WebP image.", None, None)
+    assert ui_errors.hint_for(dvbpr_errors.TrainingError("loss became nan")) == ("", None, None)
+    assert ui_errors.hint_for(dvbpr_errors.JobError("no job")) == ("", None, None)
+    for hint, _, public_hint in (h for _, h in ui_errors.HINTS):
+        if "Train page" in hint or "import" in hint:
+            assert public_hint and "Train" not in public_hint and "import" not in public_hint, hint
 
 
 def _shown_text(at: AppTest) -> str:

@@ -171,6 +171,26 @@ def test_recommendations_and_evaluate_stay(public):
     assert "Compare" in labels(at)
 
 
+@pytest.mark.parametrize("mode", ["public", "normal"])
+def test_hints_under_errors_point_at_what_a_visitor_can_do(roots, monkeypatch, mode):
+    """A model without a checkpoint: normal mode says to train one on the Train page; public
+    mode, where training is turned off, says to pick another model instead."""
+    if mode == "public":
+        monkeypatch.setenv(PUBLIC, "1")
+    empty = roots["models"] / "no-checkpoint"
+    empty.mkdir()
+    try:
+        at = open_app(None, model="no-checkpoint")
+        shown = errors(at)
+    finally:
+        empty.rmdir()
+    expected = "Pick another model in the sidebar." if mode == "public" else "Train one on the Train page, or pick"
+    assert "No model in" in shown and expected in shown, shown
+    assert ("Train" in shown) is (mode == "normal"), shown
+    links = [link.proto.page for link in at.get("page_link")]
+    assert any("train" in link for link in links) is (mode == "normal"), links
+
+
 def test_normal_mode_has_no_banner():
     at = app()
     assert not public_banner(at)
@@ -439,18 +459,15 @@ def public_server(roots):
 
     if not (os.path.isfile(bb.CHROMIUM) and os.access(bb.CHROMIUM, os.X_OK)):
         pytest.fail(bb.MISSING_CHROMIUM, pytrace=False)
-    app = bb.AppServer(
+    with bb.AppServer(
         roots["data"],
         roots["models"],
         "default",
         log_path=roots["data"].parent / "streamlit-public.log",
         extra_env={PUBLIC: "1"},
-    )
-    app.start(timeout=180)
-    try:
+        start_timeout=180,
+    ) as app:
         yield app
-    finally:
-        app.stop()
 
 
 @pytest.fixture(scope="module")

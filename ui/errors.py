@@ -1,7 +1,9 @@
 """Errors shown as clear messages with a way forward, never as a traceback.
 
-A leaf of `ui/`: it imports nothing else from the package, so any module may use it. The hint
-shown under a `dvbpr` error is chosen by the error's class (`HINTS`, most specific first).
+A leaf of `ui/`: it imports nothing else from the package at import time, so any module may use
+it. The hint shown under a `dvbpr` error is chosen by the error's class (`HINTS`, most specific
+first). A hint that proposes what public mode turns off (training, importing) has a public-mode
+alternative, shown there instead: a visitor is never sent to a control that is hidden from them.
 """
 
 from __future__ import annotations
@@ -34,34 +36,48 @@ DATASET_CHANGED_HINT = (
     "model on this dataset on the Train page."
 )
 DEVICE_HINT = "No GPU was detected on this machine: choose device auto or cpu."
+PICK_MODEL = "Pick another model in the sidebar."
+PICK_DATASET = "Pick another dataset in the sidebar."
+PICK_ITS_DATASET = "Pick the dataset this model was trained on in the sidebar."
+DATA_ERROR_HINT = "Fix the file named above, or pick or import another dataset on the Data page."
 
-HINTS: list[tuple[type[BaseException], tuple[str, str | None]]] = [
-    (DatasetChangedError, (DATASET_CHANGED_HINT, "train")),  # before CheckpointError, its base class
-    (DeviceUnavailableError, (DEVICE_HINT, None)),
-    (CheckpointError, ("Train a model on the Train page, or pick another model in the sidebar.", "train")),
-    (DataError, ("Fix the file named above, or pick or import another dataset on the Data page.", "data")),
-    (ImageError, ("Use a JPEG, PNG or WebP image.", None)),
+HINTS: list[tuple[type[BaseException], tuple[str, str | None, str | None]]] = [
+    (DatasetChangedError, (DATASET_CHANGED_HINT, "train", PICK_ITS_DATASET)),
+    (DeviceUnavailableError, (DEVICE_HINT, None, None)),
+    (CheckpointError, ("Train a model on the Train page, or pick another model in the sidebar.", "train", PICK_MODEL)),
+    (DataError, (DATA_ERROR_HINT, "data", PICK_DATASET)),
+    (ImageError, ("Use a JPEG, PNG or WebP image.", None, None)),
 ]
-"""(error class, (hint, page)), subclasses first: the first class that matches gives the hint."""
+"""(error class, (hint, page, public-mode hint or None for the same)), subclasses first: the first
+class that matches gives the hint."""
 
 
 class Problem(Exception):
-    """A condition the person can fix: a message and, optionally, the page where to fix it."""
+    """A condition the person can fix: a message and, optionally, the page where to fix it and a
+    hint; `public_hint` replaces the hint in public mode where it proposes what is turned off."""
 
-    def __init__(self, message: str, page: str | None = None, hint: str = ""):
+    def __init__(self, message: str, page: str | None = None, hint: str = "", public_hint: str | None = None):
         super().__init__(message)
-        self.message, self.page, self.hint = message, page, hint
+        self.message, self.page, self.hint, self.public_hint = message, page, hint, public_hint
 
 
-def hint_for(exc: BaseException) -> tuple[str, str | None]:
-    """(hint, page) shown under the error: what to do and where ("" and None when nothing)."""
+def hint_for(exc: BaseException) -> tuple[str, str | None, str | None]:
+    """(hint, page, public-mode hint) shown under the error: what to do and where ("", None, None
+    when nothing)."""
     for cls, hint in HINTS:
         if isinstance(exc, cls):
             return hint
-    return "", None
+    return "", None, None
 
 
-def show_problem(message: str, hint: str = "", page: str | None = None) -> None:
+def show_problem(message: str, hint: str = "", page: str | None = None, public_hint: str | None = None) -> None:
+    """An error box with the hint under it and a link to `page`. In public mode `public_hint`,
+    when given, replaces the hint and the link (they lead to what is turned off there)."""
+    if public_hint is not None:
+        from .public import public_mode  # at call time: public imports this module
+
+        if public_mode():
+            hint, page = public_hint, None
     st.error(f"{message}" + (f"  \n{hint}" if hint else ""), icon=":material/error:")
     if page in PAGES:
         path, label, icon = PAGES[page]
@@ -74,10 +90,9 @@ def show_problem(message: str, hint: str = "", page: str | None = None) -> None:
 def show_exception(exc: BaseException) -> None:
     """Show any exception as a message; DVBPR errors with a hint, others briefly (logged)."""
     if isinstance(exc, Problem):
-        show_problem(exc.message, exc.hint, exc.page)
+        show_problem(exc.message, exc.hint, exc.page, exc.public_hint)
     elif isinstance(exc, DVBPRError):
-        hint, page = hint_for(exc)
-        show_problem(str(exc), hint, page)
+        show_problem(str(exc), *hint_for(exc))
     else:
         log.exception("unexpected error in the app")
         show_problem(

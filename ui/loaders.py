@@ -27,7 +27,7 @@ from dvbpr.recommender import ColdItem, Recommender
 from dvbpr.rundir import read_metrics, read_status
 
 from . import grid, maps, paths, state
-from .errors import Problem
+from .errors import PICK_DATASET, PICK_MODEL, Problem
 
 KS = (20, 100)  # the cut-offs of the app's metrics
 
@@ -41,6 +41,7 @@ def require_dataset(name: str | None = None) -> Path:
             f"No dataset in {paths.display(path)}.",
             page="data",
             hint="Import one on the Data page, or pick another dataset in the sidebar.",
+            public_hint=PICK_DATASET,
         )
     return path
 
@@ -77,9 +78,10 @@ def require_run(name: str | None = None) -> tuple[Path, Path]:
     run = paths.models_root() / name
     if not run.is_dir():
         raise Problem(
-            f"No model in {paths.display(run)}: train one on the Train page.",
+            f"No model in {paths.display(run)}.",
             page="train",
-            hint="Or pick another model in the sidebar.",
+            hint="Train one on the Train page, or pick another model in the sidebar.",
+            public_hint=PICK_MODEL,
         )
     ckpt = paths.checkpoint_path(run)
     if ckpt is None:
@@ -96,11 +98,13 @@ def require_run(name: str | None = None) -> tuple[Path, Path]:
                 f"The run {name} failed before writing a checkpoint: {reason}",
                 page="train",
                 hint="See its log on the Train page, then start a new run.",
+                public_hint="Its log is on the Train page. " + PICK_MODEL,
             )
         raise Problem(
             f"No model in {paths.display(run)}: it has no checkpoint (best.pt or last.pt).",
             page="train",
             hint="Train one on the Train page, or pick another model in the sidebar.",
+            public_hint=PICK_MODEL,
         )
     return run, ckpt
 
@@ -133,6 +137,7 @@ def recommender() -> Recommender:
                 f"cannot be used with the dataset {Path(data).name}: {exc}",
                 page="train",
                 hint="Pick its dataset in the sidebar, or fine-tune it on this dataset on the Train page.",
+                public_hint="Pick its dataset in the sidebar.",
             ) from None
         raise
 
