@@ -2,8 +2,9 @@
 package; this is presentation only. Modules, each importing only those listed before it:
 
   style      the app's CSS, page headers, colour legends
-  errors     errors as messages with a hint chosen by the error's class; `guard`
+  problem    `Problem`: a condition the person can fix (a message, a hint, a page)
   public     public mode (DVBPR_PUBLIC): which server-side actions are refused and hidden
+  errors     errors as messages with a hint chosen by the error's class (another in public mode); `guard`
   paths      data and models roots (env vars), listing datasets and runs, cache stamps
   state      the session state shared between pages (active dataset and model, URL, user)
   figures    Plotly chart config, colours and the cache of built figures

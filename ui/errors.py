@@ -1,9 +1,10 @@
 """Errors shown as clear messages with a way forward, never as a traceback.
 
-A leaf of `ui/`: it imports nothing else from the package at import time, so any module may use
-it. The hint shown under a `dvbpr` error is chosen by the error's class (`HINTS`, most specific
-first). A hint that proposes what public mode turns off (training, importing) has a public-mode
-alternative, shown there instead: a visitor is never sent to a control that is hidden from them.
+It imports only `ui.problem` and `ui.public` (neither imports it back), so any other module may
+use it. The hint shown under a `dvbpr` error is chosen by the error's class (`HINTS`, most
+specific first). A hint that proposes what public mode turns off (training, importing) has a
+public-mode alternative, shown there instead: a visitor is never sent to a control that is
+hidden from them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from dvbpr.errors import (
     DVBPRError,
     ImageError,
 )
+
+from .problem import Problem
+from .public import public_mode
 
 log = logging.getLogger("dvbpr.app")
 
@@ -52,15 +56,6 @@ HINTS: list[tuple[type[BaseException], tuple[str, str | None, str | None]]] = [
 class that matches gives the hint."""
 
 
-class Problem(Exception):
-    """A condition the person can fix: a message and, optionally, the page where to fix it and a
-    hint; `public_hint` replaces the hint in public mode where it proposes what is turned off."""
-
-    def __init__(self, message: str, page: str | None = None, hint: str = "", public_hint: str | None = None):
-        super().__init__(message)
-        self.message, self.page, self.hint, self.public_hint = message, page, hint, public_hint
-
-
 def hint_for(exc: BaseException) -> tuple[str, str | None, str | None]:
     """(hint, page, public-mode hint) shown under the error: what to do and where ("", None, None
     when nothing)."""
@@ -73,11 +68,8 @@ def hint_for(exc: BaseException) -> tuple[str, str | None, str | None]:
 def show_problem(message: str, hint: str = "", page: str | None = None, public_hint: str | None = None) -> None:
     """An error box with the hint under it and a link to `page`. In public mode `public_hint`,
     when given, replaces the hint and the link (they lead to what is turned off there)."""
-    if public_hint is not None:
-        from .public import public_mode  # at call time: public imports this module
-
-        if public_mode():
-            hint, page = public_hint, None
+    if public_hint is not None and public_mode():
+        hint, page = public_hint, None
     st.error(f"{message}" + (f"  \n{hint}" if hint else ""), icon=":material/error:")
     if page in PAGES:
         path, label, icon = PAGES[page]

@@ -21,7 +21,7 @@ import os
 import streamlit as st
 from streamlit import config
 
-from .errors import Problem
+from .problem import Problem
 
 KEY = "DVBPR_PUBLIC"
 _OFF = {"", "0", "false", "no", "off"}
