@@ -349,15 +349,15 @@ def _live_body(run_name: str) -> None:
         )
         st.code(jobs.job_log(run, 30) or "(no log)", language=None)
     elif run_st == "interrupted":  # killed: its status still says running, but no process holds the run
+        if public.public_mode():  # resuming and starting runs are turned off there
+            what_now = "."
+        elif (run / LAST).is_file():
+            what_now = ": resume it below from its last checkpoint."
+        else:
+            what_now = ": it had saved no checkpoint yet, so start a new run."
         st.warning(
             "The job's process is gone (killed, out of memory or the machine restarted) while it was running"
-            + (
-                "."
-                if public.public_mode()
-                else ": resume it below from its last checkpoint."
-                if (run / LAST).is_file()
-                else ": it had saved no checkpoint yet, so start a new run."
-            ),
+            + what_now,
             icon=":material/warning:",
         )
 
