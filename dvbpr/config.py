@@ -57,11 +57,6 @@ class TrainConfig:
         "share the batch's sampled negatives: each positive is ranked against every negative image "
         "of its batch (--no-in-batch: one sampled negative per positive, the paper)",
     )
-    hard_negatives: int = _option(
-        0,
-        "with --in-batch: rank each positive against only the K of its batch's negatives that the "
-        "model scores highest at that step (dynamic negative sampling; 0 = all of them)",
-    )
     norm: str = _option("batch", "normalisation in the CNN: batch or none (the paper's CNN-F)", NORMS)
     theta_init: str = _option(
         "normal", "initial theta_u: normal N(0, 0.01) or uniform U(0, 0.01) (the original code)", THETA_INITS
@@ -123,7 +118,6 @@ class TrainConfig:
             (self.lr > 0, "learning rate must be positive"),
             (self.dim >= 1 and self.cf_dim >= 1, "dimensions must be positive"),
             (min(self.l2_cnn, self.l2_theta, self.l2_cf) >= 0, "L2 coefficients must be >= 0"),
-            (self.hard_negatives >= 0, "hard negatives must be >= 0 (0 = all)"),
             (self.log_every >= 1, "log interval must be at least 1 step"),  # used as a modulus
             (
                 min(self.checkpoint_every, self.patience, self.val_users, self.max_minutes) >= 0,

@@ -416,15 +416,3 @@ def bpr_loss(x_uij: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Ten
     negatives: every kept (u, i, j) counts as one BPR triplet). softplus(-x) is the stable form."""
     losses = F.softplus(-x_uij.float())
     return losses.sum() if keep is None else losses.masked_fill(~keep, 0.0).sum()
-
-
-def hardest_pairs(x_uij: torch.Tensor, keep: torch.Tensor, k: int) -> torch.Tensor:
-    """`keep` (B, B) narrowed to each row's k kept pairs of smallest x_uij: the negatives the model
-    now ranks closest to, or above, the positive. Once the coarse tastes (colour) separate most
-    pairs, the uniform negatives give a vanishing gradient; these still teach the finer ones."""
-    if k >= x_uij.shape[1]:
-        return keep
-    margin = x_uij.detach().float().masked_fill(~keep, float("inf"))
-    hardest = torch.zeros_like(keep)
-    hardest.scatter_(1, margin.topk(k, dim=1, largest=False).indices, True)
-    return keep & hardest

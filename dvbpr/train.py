@@ -49,7 +49,7 @@ from .evaluate import evaluate_model, sample_users
 from .features import ImageBatches, autocast, embed_items, resolve_device
 from .fsutil import atomic_write_json
 from .images import ImageStore
-from .model import DVBPR, ModelConfig, bpr_loss, hardest_pairs, random_flip_shift
+from .model import DVBPR, ModelConfig, bpr_loss, random_flip_shift
 from .optim import make_optimizer, make_scheduler, stretch_cosine
 from .rundir import BEST, CONFIG, LAST, RunLock, RunLog, find_checkpoint, has_checkpoint, is_locked, read_status
 from .sampling import TripletSampler
@@ -138,8 +138,6 @@ def train_one_epoch(
         keep = None
         if cfg.in_batch:  # (B, B): a shared j that is one of u's positives is no negative
             keep = torch.as_tensor(~is_positive(local[:, :1], local[None, :, 2]), device=device)
-            if cfg.hard_negatives:
-                keep = hardest_pairs(x_uij, keep, cfg.hard_negatives)
         bpr = bpr_loss(x_uij, keep)
         per_sample = bpr + core.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
         cnn_reg = cfg.l2_cnn * core.cnn_l2() if cfg.l2_cnn else 0.0
