@@ -76,11 +76,6 @@ class TrainConfig:
         "light augmentation of the training images: a random left-right flip and a shift of up to "
         "1/8 of the side (docs/training.md)",
     )
-    agreement: float = _option(
-        0.0,
-        "weight of a view-agreement loss on the shape network: two random views of each positive "
-        "image must match each other among the batch's (0 = off)",
-    )
     dropout: float = _option(0.5, "dropout on the CNN's hidden fc layers")
     lr_schedule: str = _option("none", "learning-rate schedule (plateau follows validation AUC)", LR_SCHEDULES)
     patience: int = _option(0, "early stop after N epochs without validation gain (0 = off)")
@@ -108,7 +103,6 @@ class TrainConfig:
             theta_init=self.theta_init,
             colour_stream=self.colour_stream,
             texture=self.texture,
-            agreement_head=self.agreement > 0,
             dropout=self.dropout,
         )
 

@@ -38,7 +38,6 @@ class ModelConfig:
     theta_init: str = "uniform"
     colour_stream: bool = False  # checkpoints from before the field existed had one stream
     texture: bool = False  # checkpoints from before the field existed had no texture head
-    agreement_head: bool = False  # projection head of the view-agreement loss (training only)
     # The one image preprocessing (dvbpr.images.load_image), recorded so that inference and
     # uploads are treated exactly as training was.
     preprocessing: dict = field(default_factory=lambda: {"pad": "white-square", "resize": "bicubic", "scale": "[-1,1]"})
@@ -317,10 +316,6 @@ class DVBPR(nn.Module):
             self.gamma_items = nn.Embedding(cfg.n_items, cfg.cf_dim)
         if cfg.uses_bias:
             self.beta_items = nn.Embedding(cfg.n_items, 1)
-        if cfg.agreement_head:
-            self.agreement_head = nn.Sequential(
-                nn.Linear(cfg.dim, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Linear(128, 64)
-            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -378,19 +373,6 @@ class DVBPR(nn.Module):
         if in_batch:
             return self.score(users, pos, phi_pos)[:, None] - self.pair_scores(users, neg, phi_neg)
         return self.score(users, pos, phi_pos) - self.score(users, neg, phi_neg)
-
-    def agreement_loss(self, images: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
-        """Two random views of each image (hue turned, mirrored, shifted) must find each other
-        among the views of the other images (NT-Xent, SimCLR) through the shape network: it has
-        to describe what tells one item from another beyond its colour (pattern, silhouette),
-        a signal the ranking loss gives only weakly."""
-        shape = self.cnn.shape if isinstance(self.cnn, TwoStreamCNN) else self.cnn
-        n = len(images)
-        views = torch.cat([random_flip_shift(random_hue(images)) for _ in range(2)])
-        z = F.normalize(self.agreement_head(shape(views).float()), dim=1)
-        sim = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-        partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(sim.device)
-        return F.cross_entropy(sim, partner)
 
     def embedding_l2(
         self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2_theta: float, l2_cf: float

@@ -142,9 +142,6 @@ def train_one_epoch(
         per_sample = bpr + core.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
         cnn_reg = cfg.l2_cnn * core.cnn_l2() if cfg.l2_cnn else 0.0
         loss = (per_sample * d.world + cnn_reg) / len(batch)
-        if cfg.agreement:
-            with autocast(device):
-                loss = loss + cfg.agreement * core.agreement_loss(imgs[: max(2, len(local) // 2)])
         if not all_finite(loss, d):  # all ranks stop together: one left waiting in backward hangs
             value = loss.item()
             where = value if not math.isfinite(value) else "nan or inf in another process"
