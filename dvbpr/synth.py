@@ -474,6 +474,7 @@ class _World(NamedTuple):
     item_colour: np.ndarray
     item_pattern: np.ndarray
     cold: np.ndarray  # (n_items,) bool
+    popularity: np.ndarray  # (n_items,) the long-tailed factor of every item's sampling weight
     user_colours: list[list[int]]
     user_patterns: list[list[int]]
     user_categories: list[list[int]]
@@ -562,7 +563,18 @@ def _simulate(cfg: SynthConfig) -> _World:
         for seq in sequences
     ]
     return _World(
-        cat, col, pat, cold, user_colours, user_patterns, user_categories, community, pools, sequences, timestamps
+        cat,
+        col,
+        pat,
+        cold,
+        popularity,
+        user_colours,
+        user_patterns,
+        user_categories,
+        community,
+        pools,
+        sequences,
+        timestamps,
     )
 
 
