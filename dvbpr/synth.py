@@ -489,6 +489,14 @@ def _balanced(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.permutation(np.arange(n) % k)
 
 
+def _likes(favourites: list[list[int]], labels: np.ndarray, k: int) -> np.ndarray:
+    """(n_users, n_items): whether each item's label (0..k-1) is one of each user's favourites."""
+    table = np.zeros((len(favourites), k), bool)
+    for u, fav in enumerate(favourites):
+        table[u, fav] = True
+    return table[:, labels]
+
+
 def _simulate(cfg: SynthConfig) -> _World:
     rng = np.random.default_rng(cfg.seed)
     n, n_users = cfg.n_items, cfg.n_users
@@ -511,16 +519,10 @@ def _simulate(cfg: SynthConfig) -> _World:
     p_warm = popularity[warm] / popularity[warm].sum()
     pools = [np.sort(rng.choice(warm, pool_size, replace=False, p=p_warm)) for _ in range(cfg.n_communities)]
 
-    def likes(favourites: list[list[int]], labels: np.ndarray, k: int) -> np.ndarray:
-        table = np.zeros((n_users, k), bool)
-        for u, fav in enumerate(favourites):
-            table[u, fav] = True
-        return table[:, labels]  # (n_users, n_items)
-
     affinity = (
-        np.where(likes(user_colours, col, len(COLOURS)), COLOUR_BOOST, 1.0)
-        * np.where(likes(user_categories, cat, len(CATEGORIES)), CATEGORY_BOOST, 1.0)
-        * np.where(likes(user_patterns, pat, len(PATTERNS)), PATTERN_BOOST, 1.0)
+        np.where(_likes(user_colours, col, len(COLOURS)), COLOUR_BOOST, 1.0)
+        * np.where(_likes(user_categories, cat, len(CATEGORIES)), CATEGORY_BOOST, 1.0)
+        * np.where(_likes(user_patterns, pat, len(PATTERNS)), PATTERN_BOOST, 1.0)
     )
     in_pool = np.zeros((cfg.n_communities, n), bool)
     for c, pool in enumerate(pools):

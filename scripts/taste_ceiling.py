@@ -27,16 +27,9 @@ from dvbpr.synth import (
     PATTERN_BOOST,
     PATTERNS,
     SynthConfig,
+    _likes,
     _simulate,
 )
-
-
-def likes(favourites: list[list[int]], labels: np.ndarray, k: int) -> np.ndarray:
-    """(n_users, n_items): whether the item's label is one of the user's favourites."""
-    table = np.zeros((len(favourites), k), bool)
-    for u, fav in enumerate(favourites):
-        table[u, fav] = True
-    return table[:, labels]
 
 
 def lifts(score: np.ndarray, seen: np.ndarray, tastes: dict[str, np.ndarray], k: int = 20) -> dict[str, float]:
@@ -52,9 +45,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg = SynthConfig(seed=args.seed)
     world = _simulate(cfg)
-    colour = likes(world.user_colours, world.item_colour, len(COLOURS))
-    category = likes(world.user_categories, world.item_category, len(CATEGORIES))
-    pattern = likes(world.user_patterns, world.item_pattern, len(PATTERNS))
+    colour = _likes(world.user_colours, world.item_colour, len(COLOURS))
+    category = _likes(world.user_categories, world.item_category, len(CATEGORIES))
+    pattern = _likes(world.user_patterns, world.item_pattern, len(PATTERNS))
     in_pool = np.zeros((cfg.n_communities, cfg.n_items), bool)
     for c, pool in enumerate(world.community_pools):
         in_pool[c, pool] = True
