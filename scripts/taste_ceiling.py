@@ -18,6 +18,7 @@ import argparse
 
 import numpy as np
 
+from dvbpr.diagnostics import taste_lifts
 from dvbpr.synth import (
     CATEGORIES,
     CATEGORY_BOOST,
@@ -32,11 +33,13 @@ from dvbpr.synth import (
 )
 
 
-def lifts(score: np.ndarray, seen: np.ndarray, tastes: dict[str, np.ndarray], k: int = 20) -> dict[str, float]:
-    """Per taste: share of the top k (seen items excluded) in the user's favourite values, over
-    the catalogue's share (diagnostics.taste_lifts, on matrices)."""
+def lifts(score: np.ndarray, seen: np.ndarray, tastes: dict, items: dict, k: int = 20) -> dict[str, float]:
+    """The taste lifts of every user's top k by `score` (seen items excluded), measured by the
+    same `diagnostics.taste_lifts` as a model's (users and items named by their index)."""
     top = np.argsort(-np.where(seen, -np.inf, score), axis=1, kind="stable")[:, :k]
-    return {name: float(np.take_along_axis(fav, top, 1).mean() / fav.mean()) for name, fav in tastes.items()}
+    top_ids = {str(u): [str(i) for i in row] for u, row in enumerate(top)}
+    history = {str(u): [str(i) for i in np.flatnonzero(row)] for u, row in enumerate(seen)}
+    return {key: row["lift"] for key, row in taste_lifts(top_ids, history, tastes, items).items()}
 
 
 def main() -> None:
@@ -75,11 +78,23 @@ def main() -> None:
         ("no pattern knowledge", without_pattern),
         ("pattern estimated from training items", without_pattern * estimated),
     ]
-    tastes = {"colours": colour, "categories": category, "patterns": pattern}
-    print(f"{'scorer (all else as generated)':<40} " + " ".join(f"{t:>10}" for t in tastes))
+    tastes = {
+        str(u): {
+            "colours": world.user_colours[u],
+            "categories": world.user_categories[u],
+            "patterns": world.user_patterns[u],
+        }
+        for u in range(cfg.n_users)
+    }
+    items = {
+        str(i): {"colour": int(c), "category": int(k), "pattern": int(p)}
+        for i, (c, k, p) in enumerate(zip(world.item_colour, world.item_category, world.item_pattern))
+    }
+    names = ("colours", "categories", "patterns")
+    print(f"{'scorer (all else as generated)':<40} " + " ".join(f"{t:>10}" for t in names))
     for name, score in rows:
-        values = lifts(score, seen, tastes)
-        print(f"{name:<40} " + " ".join(f"{values[t]:10.2f}" for t in tastes))
+        values = lifts(score, seen, tastes, items)
+        print(f"{name:<40} " + " ".join(f"{values[t]:10.2f}" for t in names))
 
 
 if __name__ == "__main__":
