@@ -125,7 +125,8 @@ def _step(
     """One optimisation step with train_one_epoch's loss (BPR + L2 terms), no host sync.
     `net` runs the forward pass (a compiled model), `model` gives the L2 terms."""
     with autocast(device):
-        x_uij = (net or model)(u, i, j, imgs)
+        # `net or model` would call len() on a compiled module (OptimizedModule defines __len__)
+        x_uij = (model if net is None else net)(u, i, j, imgs)
     bpr = bpr_loss(x_uij)
     loss = (
         bpr
