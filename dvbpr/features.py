@@ -48,7 +48,7 @@ class ImageBatches:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             if store.array.nbytes < free / 3:
-                self.resident = torch.from_numpy(np.ascontiguousarray(store.array)).to(device)
+                self.resident = copy_to_device(store.array, device)
 
     def __call__(self, items: np.ndarray) -> torch.Tensor:
         if self.resident is not None:
@@ -58,6 +58,17 @@ class ImageBatches:
             if self.device.type == "cuda":
                 rows = rows.pin_memory().to(self.device, non_blocking=True)
         return _model_input(rows)
+
+
+def copy_to_device(array: np.ndarray, device: torch.device, chunk_bytes: int = 256 << 20) -> torch.Tensor:
+    """A device copy of the (read-only, memory-mapped) uint8 store, read in chunks of about
+    `chunk_bytes`: no host copy of the whole store, and no torch warning about wrapping a
+    read-only array (each chunk is copied into writable memory first)."""
+    out = torch.empty(array.shape, dtype=torch.uint8, device=device)
+    rows = max(1, chunk_bytes // max(1, array[:1].nbytes))
+    for start in range(0, len(array), rows):
+        out[start : start + rows] = torch.from_numpy(np.array(array[start : start + rows]))
+    return out
 
 
 def _model_input(rows_uint8: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 
 from dvbpr.data import load_dataset
 from dvbpr.errors import ImageError
+from dvbpr.features import copy_to_device
 from dvbpr.images import ImageStore, load_image, to_model_input
 from tests.helpers import item_colour, make_tiny_dataset, write_image
 
@@ -166,6 +168,19 @@ def test_store_matches_load_image_and_batches(dataset_root: Path) -> None:
     serial = tuple(ImageStore.open(ds, 12, progress=False, workers=1).array)
     parallel = tuple(ImageStore.open(load_dataset(dataset_root), 12, progress=False, workers=3).array)
     assert all((a == b).all() for a, b in zip(serial, parallel))
+
+
+def test_store_copies_to_a_device_in_chunks_without_a_read_only_warning(dataset_root: Path) -> None:
+    # On CUDA ImageBatches keeps the whole store on the GPU; the store is a read-only memmap,
+    # which torch.from_numpy warns about. Chunks smaller than a row, of some rows and of all.
+    store = ImageStore.open(load_dataset(dataset_root), 16, progress=False, workers=1)
+    row = store.array[:1].nbytes
+    for chunk_bytes in (1, 4 * row, 100 * row):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            copied = copy_to_device(store.array, torch.device("cpu"), chunk_bytes=chunk_bytes)
+        assert copied.dtype == torch.uint8 and copied.shape == store.array.shape
+        assert (copied.numpy() == np.asarray(store.array)).all()
 
 
 def test_store_cache_is_reused_then_rebuilt_when_an_image_changes(dataset_root: Path) -> None:
