@@ -469,7 +469,9 @@ COMMUNITY_POOL_SHARE = 0.04  # of the warm items, per community
 _START_TIME = 1_704_067_200  # 2024-01-01 UTC
 
 
-class _World(NamedTuple):
+class World(NamedTuple):
+    """The generator's hidden state: every item's labels and every user's tastes."""
+
     item_category: np.ndarray  # (n_items,) indices into CATEGORIES
     item_colour: np.ndarray
     item_pattern: np.ndarray
@@ -489,7 +491,7 @@ def _balanced(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.permutation(np.arange(n) % k)
 
 
-def _likes(favourites: list[list[int]], labels: np.ndarray, k: int) -> np.ndarray:
+def likes(favourites: list[list[int]], labels: np.ndarray, k: int) -> np.ndarray:
     """(n_users, n_items): whether each item's label (0..k-1) is one of each user's favourites."""
     table = np.zeros((len(favourites), k), bool)
     for u, fav in enumerate(favourites):
@@ -497,7 +499,16 @@ def _likes(favourites: list[list[int]], labels: np.ndarray, k: int) -> np.ndarra
     return table[:, labels]
 
 
-def _simulate(cfg: SynthConfig) -> _World:
+def community_factor(pools: list[np.ndarray], community: np.ndarray, n_items: int) -> np.ndarray:
+    """(n_users, n_items): COMMUNITY_BOOST where the item is in the pool of the user's community."""
+    in_pool = np.zeros((len(pools), n_items), bool)
+    for c, pool in enumerate(pools):
+        in_pool[c, pool] = True
+    return np.where(in_pool[community], COMMUNITY_BOOST, 1.0)
+
+
+def simulate(cfg: SynthConfig) -> World:
+    """Draw items' labels, users' tastes and interaction sequences (no images)."""
     rng = np.random.default_rng(cfg.seed)
     n, n_users = cfg.n_items, cfg.n_users
     cat = _balanced(rng, n, len(CATEGORIES))
@@ -520,14 +531,11 @@ def _simulate(cfg: SynthConfig) -> _World:
     pools = [np.sort(rng.choice(warm, pool_size, replace=False, p=p_warm)) for _ in range(cfg.n_communities)]
 
     affinity = (
-        np.where(_likes(user_colours, col, len(COLOURS)), COLOUR_BOOST, 1.0)
-        * np.where(_likes(user_categories, cat, len(CATEGORIES)), CATEGORY_BOOST, 1.0)
-        * np.where(_likes(user_patterns, pat, len(PATTERNS)), PATTERN_BOOST, 1.0)
+        np.where(likes(user_colours, col, len(COLOURS)), COLOUR_BOOST, 1.0)
+        * np.where(likes(user_categories, cat, len(CATEGORIES)), CATEGORY_BOOST, 1.0)
+        * np.where(likes(user_patterns, pat, len(PATTERNS)), PATTERN_BOOST, 1.0)
     )
-    in_pool = np.zeros((cfg.n_communities, n), bool)
-    for c, pool in enumerate(pools):
-        in_pool[c, pool] = True
-    weight = affinity * popularity * np.where(in_pool[community], COMMUNITY_BOOST, 1.0)
+    weight = affinity * popularity * community_factor(pools, community, n)
     weight[:, cold] = 0.0
 
     # Weighted sampling without replacement for all users at once (Gumbel top-k).
@@ -564,7 +572,7 @@ def _simulate(cfg: SynthConfig) -> _World:
         _START_TIME + rng.integers(0, 180 * 86400) + np.cumsum(rng.integers(60, 3 * 86400, len(seq)))
         for seq in sequences
     ]
-    return _World(
+    return World(
         cat,
         col,
         pat,
@@ -678,7 +686,7 @@ def make_dataset(
     report = progress_callback or (lambda fraction, message: None)
 
     report(0.0, "simulating users and interactions")
-    world = _simulate(config)
+    world = simulate(config)
     item_ids = _ids("i", config.n_items, 5)
     user_ids = _ids("u", config.n_users, 4)
     colour_names, pattern_names = list(COLOURS), PATTERNS

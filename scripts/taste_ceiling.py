@@ -24,12 +24,12 @@ from dvbpr.synth import (
     CATEGORY_BOOST,
     COLOUR_BOOST,
     COLOURS,
-    COMMUNITY_BOOST,
     PATTERN_BOOST,
     PATTERNS,
     SynthConfig,
-    _likes,
-    _simulate,
+    community_factor,
+    likes,
+    simulate,
 )
 
 
@@ -47,13 +47,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (the default dataset: 0)")
     args = parser.parse_args()
     cfg = SynthConfig(seed=args.seed)
-    world = _simulate(cfg)
-    colour = _likes(world.user_colours, world.item_colour, len(COLOURS))
-    category = _likes(world.user_categories, world.item_category, len(CATEGORIES))
-    pattern = _likes(world.user_patterns, world.item_pattern, len(PATTERNS))
-    in_pool = np.zeros((cfg.n_communities, cfg.n_items), bool)
-    for c, pool in enumerate(world.community_pools):
-        in_pool[c, pool] = True
+    world = simulate(cfg)
+    colour = likes(world.user_colours, world.item_colour, len(COLOURS))
+    category = likes(world.user_categories, world.item_category, len(CATEGORIES))
+    pattern = likes(world.user_patterns, world.item_pattern, len(PATTERNS))
     seen = np.zeros((cfg.n_users, cfg.n_items), bool)  # training items: all but the last two
     for u, seq in enumerate(world.sequences):
         seen[u, seq[:-2]] = True
@@ -63,7 +60,7 @@ def main() -> None:
         np.where(colour, COLOUR_BOOST, 1.0)
         * np.where(category, CATEGORY_BOOST, 1.0)
         * world.popularity
-        * np.where(in_pool[world.user_community], COMMUNITY_BOOST, 1.0)
+        * community_factor(world.community_pools, world.user_community, cfg.n_items)
         * jitter
     )
     one_hot = np.eye(len(PATTERNS))[world.item_pattern]
