@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import CheckpointError, DataError, DiskFullError, DVBPRError, TrainingError
-from .fsutil import append_line, atomic_write_json, is_file_locked, read_json, rewrite_json_in_place
+from .fsutil import append_line, atomic_write_json, atomic_write_text, is_file_locked, read_json, rewrite_json_in_place
 from .synth import DEFAULT_DATA_DIR, ensure_default_dataset
 
 STATUS, METRICS, CONFIG = "status.json", "metrics.jsonl", "config.json"
@@ -157,6 +157,17 @@ class RunLog:
         if not self.active:
             return
         append_line(self.run_dir / METRICS, json.dumps(record, sort_keys=True))
+
+    def rewind(self, step: int) -> None:
+        """Drop the metrics.jsonl lines past `step`: a resume replays the steps an interrupted
+        process logged after its last checkpoint, and the curves must not run back on themselves
+        (TensorBoard purges the same steps). The file is rewritten atomically."""
+        if not self.active:
+            return
+        records = read_metrics(self.run_dir)
+        kept = [r for r in records if r.get("step", 0) <= step]
+        if len(kept) < len(records):
+            atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     def __enter__(self) -> RunLog:
         return self

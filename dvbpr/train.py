@@ -289,6 +289,7 @@ def train(
         global_step = start_epoch * steps_per_epoch + start_step
         if resume_ckpt is not None and d.is_main:
             print(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
+            log.rewind(global_step)
             log.metrics({"type": "resume", "epoch": start_epoch, "step": global_step, "time": time.time()})
 
         meter = Meter(global_step, total_steps)

@@ -21,6 +21,7 @@ from dvbpr import cli
 from dvbpr.checkpoint import load_checkpoint
 from dvbpr.config import TrainConfig, cli_args, resume_config
 from dvbpr.data import load_dataset
+from dvbpr.fsutil import append_line
 from dvbpr.errors import CheckpointError, TrainingError
 from dvbpr.recommender import Recommender
 from dvbpr.rundir import read_metrics, read_status
@@ -270,10 +271,31 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
     assert status["step"] == status["total_steps"] == read_status(tiny_run)["total_steps"]
     resumed = [r for r in read_metrics(run) if r["type"] == "resume"]
     assert resumed and resumed[-1]["step"] == ckpt["step"]
+    steps = [r["step"] for r in read_metrics(run) if r["type"] == "step"]
+    assert steps == sorted(set(steps))  # the steps logged after the checkpoint were dropped, then replayed
     # Resume restores the RNG state and regenerates the epoch's triplets, so the result is the
     # uninterrupted run's (exactly, in practice; the tolerance only allows for float noise).
     assert epochs_of(run)[-1]["val_auc"] == pytest.approx(epochs_of(tiny_run)[-1]["val_auc"], abs=1e-4)
     assert_same_weights(run / "last.pt", tiny_run / "last.pt", atol=1e-4)
+
+
+def test_resume_drops_the_metrics_lines_logged_after_the_checkpoint(
+    tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
+    run = tmp_path / "run"
+    assert cli.main(["train", *cli_args(config(tiny_data, run, tiny_train_kwargs, epochs=1))]) == 0
+    checkpoint_step = load_checkpoint(run / "last.pt")["step"]
+    # what a process killed after that checkpoint leaves: lines of steps the resume will replay
+    for step in range(checkpoint_step + 1, checkpoint_step + 4):
+        append_line(run / "metrics.jsonl", json.dumps({"type": "step", "epoch": 2, "step": step, "loss": -1.0}))
+
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2"]) == 0
+    records = read_metrics(run)
+    assert not [r for r in records if r.get("loss") == -1.0]
+    steps = [r["step"] for r in records if r["type"] == "step"]
+    assert steps == sorted(set(steps)) and steps[-1] == read_status(run)["total_steps"]
+    assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
+    assert [r["step"] for r in records if r["type"] == "resume"] == [checkpoint_step]
 
 
 # --- divergence -----------------------------------------------------------------------------
