@@ -345,9 +345,10 @@ def _live_body(run_name: str) -> None:
         errors.show_problem(
             f"The run failed: {message or 'no message'}",
             "The end of its log is below. Fix the cause and resume it, or start a new run.",
-            public_hint="The end of its log is below.",
+            public_hint="Its log stays on the server, for whoever runs it.",
         )
-        st.code(jobs.job_log(run, 30) or "(no log)", language=None)
+        if not public.public_mode():  # the log holds the server's paths and command lines
+            st.code(jobs.job_log(run, 30) or "(no log)", language=None)
     elif run_st == "interrupted":  # killed: its status still says running, but no process holds the run
         if public.public_mode():  # resuming and starting runs are turned off there
             what_now = "."

@@ -381,7 +381,9 @@ def test_explanations_and_a_new_item_in_the_catalogue(page, server, app_roots, t
     no_errors(page, server)
     user = page.locator('[data-testid="stMain"] .dv-row:not(.dv-head)').first.locator("div").nth(1).inner_text()
     heatmap = f'[data-testid="stMain"] .dv-card[title="new.png for {user.strip()}"]'
-    bb.select_option(page, "up_explain_user", user.strip(), STEP_MS, f"return !!document.querySelector({heatmap!r});")
+    bb.select_option(
+        page, "up_explain_user", user.strip(), STEP_MS, f"return !!document.querySelector({json.dumps(heatmap)});"
+    )
     no_errors(page, server)
     overlay = page.locator(heatmap)
     assert overlay.count() == 1 and "visual score" in overlay.inner_text()

@@ -222,6 +222,28 @@ def test_train_page(public):
     assert "Make it the active model" in labels(at)  # a choice for this visitor only (below)
 
 
+@pytest.mark.parametrize("mode", ["public", "normal"])
+def test_a_failed_runs_log_is_shown_only_in_normal_mode(roots, monkeypatch, mode):
+    """The log of a failed run names the server's folders and command lines: a visitor sees
+    why the run failed (status.json's message), not the log."""
+    if mode == "public":
+        monkeypatch.setenv(PUBLIC, "1")
+    failed = roots["models"] / "failed"
+    failed.mkdir()
+    try:
+        atomic_write_json(failed / "status.json", {"state": "failed", "message": "loss became nan", "epochs": 2})
+        (failed / "train.log").write_text(f"$ dvbpr train --data {roots['dataset']}\nTrainingError: loss became nan\n")
+        at = app("pages/train.py")
+        at.selectbox(key="tr_follow").set_value("failed").run()
+        ok(at)
+    finally:
+        shutil.rmtree(failed)
+    assert "The run failed: loss became nan" in errors(at)
+    shown = "\n".join(c.value for c in at.code)
+    assert (str(roots["dataset"]) in shown) is (mode == "normal"), shown
+    assert ("Its log stays on the server" in errors(at)) is (mode == "public")
+
+
 def test_train_page_normal_mode():
     at = app("pages/train.py")
     assert {"Start training", "Start fine-tuning", "Continue"} <= labels(at)

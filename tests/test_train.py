@@ -21,8 +21,8 @@ from dvbpr import cli
 from dvbpr.checkpoint import load_checkpoint
 from dvbpr.config import TrainConfig, cli_args, resume_config
 from dvbpr.data import load_dataset
-from dvbpr.fsutil import append_line
 from dvbpr.errors import CheckpointError, TrainingError
+from dvbpr.fsutil import append_line
 from dvbpr.recommender import Recommender
 from dvbpr.rundir import read_metrics, read_status
 from dvbpr.train import build_model, train

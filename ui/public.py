@@ -10,7 +10,8 @@ still changes nothing: importing a dataset from a folder or file of the server, 
 stopping or resuming training (fine-tunes included), adding an item to a catalogue, computing a
 failed embedding map again. What a visitor chooses for their own session (the dataset and model
 they look at, the user, uploads scored against the model) stays, as do browsing, the map and
-evaluation. Without it the app is as it always was.
+evaluation. A failed run's log (the server's folders and command lines) is not shown there.
+Without it the app is as it always was.
 """
 
 from __future__ import annotations
