@@ -41,20 +41,21 @@ def test_default_model_meets_the_quality_bar(rec: Recommender) -> None:
 
 def test_default_model_embedding_sees_colour_category_and_some_pattern(rec: Recommender) -> None:
     """No dead units, no collapse, colour and category along directions of phi and in the top
-    lists. Pattern is only partly learned (docs/training.md; the issue's goals, neighbours 0.6
-    and lift 1.4, are not met), so its bounds only catch a return to the collapsed model that
-    learned none (neighbours 0.29-0.35, read-out 0.27, lift 0.90-0.93; chance 0.20)."""
+    lists, pattern partly. The bounds sit below what the shipped recipe gave with two seeds
+    (docs/training.md: PR 17.9-18.1, category lift 1.96-1.97, pattern neighbours 0.57-0.62,
+    read-out 0.69-0.72, lift 1.13-1.20) and well above the collapsed one-CNN model (pattern
+    neighbours 0.29-0.35, read-out 0.27, lift 0.90-0.93; chance 0.20)."""
     report = embedding_report(rec)
-    assert report["participation_ratio"] >= 12.0 and not report["collapsed"]
+    assert report["participation_ratio"] >= 15.0 and not report["collapsed"]
     assert max(report["dead_units"].values()) <= 0.05
     for column in ("colour", "category"):
         assert report["neighbour_agreement"][column]["agreement"] >= 0.95, column
         assert report["linear_probe"][column]["accuracy"] >= 0.95, column
     assert report["taste_lifts"]["colours"]["lift"] >= 3.0
-    assert report["taste_lifts"]["categories"]["lift"] >= 1.6
-    assert report["neighbour_agreement"]["pattern"]["agreement"] >= 0.45
-    assert report["linear_probe"]["pattern"]["accuracy"] >= 0.5
-    assert report["taste_lifts"]["patterns"]["lift"] >= 1.0
+    assert report["taste_lifts"]["categories"]["lift"] >= 1.8
+    assert report["neighbour_agreement"]["pattern"]["agreement"] >= 0.52
+    assert report["linear_probe"]["pattern"]["accuracy"] >= 0.62
+    assert report["taste_lifts"]["patterns"]["lift"] >= 1.08
 
 
 def test_single_colour_users_get_their_colour(rec: Recommender, tastes: dict) -> None:
