@@ -135,6 +135,11 @@ def find_checkpoint(run_dir: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------- status and metrics
+def _metrics_line(record: dict) -> str:
+    """One metrics.jsonl line, as appended and as rewritten by a resume."""
+    return json.dumps(record, sort_keys=True)
+
+
 class RunLog:
     """status.json and metrics.jsonl of a run; a no-op on ranks other than 0. A fresh run (not
     a resume) starts both anew, so a run folder left by a failed start holds no stale lines.
@@ -156,7 +161,7 @@ class RunLog:
     def metrics(self, record: dict) -> None:
         if not self.active:
             return
-        append_line(self.run_dir / METRICS, json.dumps(record, sort_keys=True))
+        append_line(self.run_dir / METRICS, _metrics_line(record))
 
     def rewind(self, step: int) -> None:
         """Drop the metrics.jsonl lines past `step`: a resume replays the steps an interrupted
@@ -167,7 +172,7 @@ class RunLog:
         records = read_metrics(self.run_dir)
         kept = [r for r in records if r.get("step", 0) <= step]
         if len(kept) < len(records):
-            atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+            atomic_write_text(self.run_dir / METRICS, "".join(_metrics_line(r) + "\n" for r in kept))
 
     def __enter__(self) -> RunLog:
         return self
