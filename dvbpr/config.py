@@ -21,7 +21,6 @@ from .rundir import CONFIG, LAST, find_run_data, relative_to_run
 from .sampling import NEGATIVE_POOLS
 
 LR_SCHEDULES = ("none", "cosine", "plateau")
-BIAS_INITS = ("zero", "popularity")
 
 
 def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -76,12 +75,6 @@ class TrainConfig:
         False,
         "light augmentation of the training images: a random left-right flip and a shift of up to "
         "1/8 of the side (docs/training.md)",
-    )
-    bias_init: str = _option(
-        "zero",
-        "initial beta_i: zero (the original code) or popularity, the log of the item's training "
-        "interactions (docs/training.md)",
-        BIAS_INITS,
     )
     dropout: float = _option(0.5, "dropout on the CNN's hidden fc layers")
     lr_schedule: str = _option("none", "learning-rate schedule (plateau follows validation AUC)", LR_SCHEDULES)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -336,18 +335,6 @@ class DVBPR(nn.Module):
             nn.init.normal_(self.gamma_items.weight, std=0.01)
         if self.cfg.uses_bias:
             nn.init.zeros_(self.beta_items.weight)
-
-    @torch.no_grad()
-    def init_bias_from_popularity(self, counts: np.ndarray) -> None:
-        """beta_i = log(1 + n_i), centred over the warm items: the log-odds scale on which BPR
-        against uniform negatives places an item chosen in proportion to its popularity. From
-        zero, Adam's steps of about lr move beta by a few tenths in a CPU budget, and the
-        popularity it cannot hold is taken up by gamma and phi instead."""
-        log_count = np.log1p(np.asarray(counts, dtype=np.float64))
-        warm = counts > 0
-        centre = log_count[warm].mean() if warm.any() else 0.0
-        beta = np.where(warm, log_count - centre, 0.0)
-        self.beta_items.weight.copy_(torch.as_tensor(beta, dtype=self.beta_items.weight.dtype)[:, None])
 
     def cnn_weights(self) -> list[torch.Tensor]:
         """CNN weight tensors that take L2 regularisation (biases excluded, as the original)."""

@@ -61,10 +61,7 @@ def build_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> tup
     """A fresh model, or one initialised from `cfg.init_from` with users and items matched by id
     (new ones keep their fresh parameters). Returns the model and the source checkpoint."""
     if not cfg.init_from:
-        model = DVBPR(cfg.model_config(dataset.n_users, dataset.n_items, device))
-        if cfg.bias_init == "popularity" and model.cfg.uses_bias:
-            model.init_bias_from_popularity(dataset.item_popularity)
-        return model.to(device), None
+        return DVBPR(cfg.model_config(dataset.n_users, dataset.n_items, device)).to(device), None
     source = load_checkpoint(find_checkpoint(cfg.init_from))
     model = DVBPR(ModelConfig(**source["model_config"] | dict(n_users=dataset.n_users, n_items=dataset.n_items)))
     transfer_weights(model, source, dataset.users.ids, dataset.items.ids)
