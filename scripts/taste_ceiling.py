@@ -6,19 +6,33 @@ the generator's own sampling weights (docs/training.md, "How far pattern can go"
 lift can be read against what the data allows:
 
     python scripts/taste_ceiling.py            # the default dataset's configuration (seed 0)
+    python scripts/taste_ceiling.py --emoji data/emoji   # test AUCs an oracle reaches on emoji
 
 Rows: the generator's full weight (taste x popularity x community), the same with the pattern
 effect scaled down, without any pattern knowledge, and with each user's pattern preference
 estimated from their training items (what a model could learn at best from the interactions).
+
+With `--emoji`, the rows are the full-ranking test metrics (the evaluator of `evaluate`) of
+scorers that know the emoji users' hidden tastes and communities (hidden_tastes.json) and each
+item's training interactions, with the cold items placed as `dvbpr.model.cold_item_bias` would
+place them: at the mean log popularity of the warm items, or of the training interactions.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
 
+from dvbpr.data import load_dataset
 from dvbpr.diagnostics import taste_lifts
+from dvbpr.emoji import CATEGORY_BOOST as EMOJI_CATEGORY_BOOST
+from dvbpr.emoji import COMMUNITY_BOOST, SUBCATEGORY_BOOST
+from dvbpr.evaluate import evaluate_scores
 from dvbpr.synth import (
     CATEGORIES,
     CATEGORY_BOOST,
@@ -42,10 +56,57 @@ def lifts(score: np.ndarray, seen: np.ndarray, tastes: dict, items: dict, k: int
     return {key: row["lift"] for key, row in taste_lifts(top_ids, history, tastes, items).items()}
 
 
+def emoji_ceiling(folder: Path) -> None:
+    """Test metrics of oracle scorers on an emoji dataset folder (see the module docstring)."""
+    ds = load_dataset(folder, check_images=False)
+    hidden = json.loads((folder / "hidden_tastes.json").read_text())
+    items = pd.read_csv(folder / "items.csv", dtype=str).set_index("item_id").loc[ds.items.ids]
+    category, subcategory = items["category"].to_numpy(), items["subcategory"].to_numpy()
+    pools = {int(c): np.isin(ds.items.ids, ids) for c, ids in hidden["communities"].items()}
+    taste = np.ones((ds.n_users, ds.n_items))
+    community = np.ones((ds.n_users, ds.n_items))
+    for u, user_id in enumerate(ds.users.ids):
+        user = hidden["users"][user_id]
+        favourite_category = np.isin(category, user["categories"])
+        taste[u] = np.where(np.isin(subcategory, user["subcategories"]), SUBCATEGORY_BOOST, 1.0)
+        taste[u] = np.where((taste[u] == 1.0) & favourite_category, EMOJI_CATEGORY_BOOST, taste[u])
+        community[u] = np.where(pools[user["community"]], COMMUNITY_BOOST, 1.0)
+    counts = ds.item_popularity.astype(float)
+    warm = counts > 0
+    log_pop = np.log(counts + 0.5)
+    per_item, per_interaction = log_pop[warm].mean(), (log_pop * counts).sum() / counts.sum()
+    jitter = 1e-4 * np.random.default_rng(0).random((ds.n_users, ds.n_items))  # ties at random (float32)
+    known = np.log(taste * community)
+    popular = np.where(warm, log_pop, per_item)
+    rows = [
+        ("hidden tastes", np.log(taste)),
+        ("tastes x community", known),
+        ("popularity, cold at the item mean", np.broadcast_to(popular, taste.shape)),
+        ("tastes x community x popularity, cold at the item mean", known + popular),
+        ("the same, cold at the interaction mean", known + np.where(warm, log_pop, per_interaction)),
+    ]
+    cold_target = ds.cold_items[ds.test[:, 1]]
+    names = ("AUC", "cold AUC", "cold/cold", "warm-target AUC", "R@20")
+    print(f"{'scorer':<56} " + " ".join(f"{n:>15}" for n in names))
+    for name, score in rows:
+        table = torch.as_tensor(score + jitter, dtype=torch.float32)
+        result = evaluate_scores(lambda users, table=table: table[users.cpu()], ds, "test", ks=(20,))
+        m, per_user = result.metrics, result.per_user
+        warm_users = ~np.isin(per_user["user"], ds.test[cold_target, 0])
+        values = (m["auc"], m["auc_cold"], m["auc_cold_among_cold"], per_user["auc"][warm_users].mean(), m["recall@20"])
+        print(f"{name:<56} " + " ".join(f"{v:15.4f}" for v in values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="generator seed (the default dataset: 0)")
+    parser.add_argument(
+        "--emoji", type=Path, default=None, help="an emoji dataset folder: print its oracle test metrics instead"
+    )
     args = parser.parse_args()
+    if args.emoji is not None:
+        emoji_ceiling(args.emoji)
+        return
     cfg = SynthConfig(seed=args.seed)
     world = simulate(cfg)
     colour = likes(world.user_colours, world.item_colour, len(COLOURS))
