@@ -3,11 +3,15 @@
 BPR-MF is x_ui = beta_i + gamma_u . gamma_i (Rendle et al. 2009) trained on the same triplets
 as DVBPR. Items without training interactions keep untrained parameters, so they are scored as
 DVBPR scores them without its visual term: the mean warm bias and no gamma (i.e. at chance).
+Like DVBPR's best.pt, the parameters kept are those of the epoch with the best validation AUC:
+a baseline trained past its peak would flatter the model it is compared with.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +31,8 @@ def popularity_scores(dataset: Dataset) -> torch.Tensor:
 @dataclass
 class BPRMFConfig:
     dim: int = 64
-    epochs: int = 30
+    epochs: int = 30  # at most; the best epoch on validation AUC is kept
+    patience: int = 3  # stop after this many epochs without a validation gain
     batch_size: int = 1024
     lr: float = 5e-3
     l2: float = 1e-3
@@ -44,6 +49,7 @@ class BPRMF(nn.Module):
         nn.init.normal_(self.gamma_users.weight, std=0.01)
         nn.init.normal_(self.gamma_items.weight, std=0.01)
         nn.init.zeros_(self.beta_items.weight)
+        self.best_epoch = 0  # set by train_bpr_mf
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         gu = self.gamma_users(users)
@@ -72,19 +78,39 @@ class BPRMF(nn.Module):
         return ServingFactors.build([self.gamma_users.weight], [gamma], bias, new_item_bias, visual_dim=0)
 
 
-def train_bpr_mf(dataset: Dataset, cfg: BPRMFConfig | None = None, progress: bool = False) -> BPRMF:
+def train_bpr_mf(
+    dataset: Dataset,
+    cfg: BPRMFConfig | None = None,
+    progress: bool = False,
+    val_auc: Callable[[BPRMF], float] | None = None,
+) -> BPRMF:
+    """Train BPR-MF. With `val_auc` (a model's validation AUC), the returned model holds the
+    parameters of its best epoch by it, and stops `cfg.patience` epochs after that; without, the
+    last epoch's. The epoch kept is in `best_epoch`."""
     cfg = cfg or BPRMFConfig()
     torch.manual_seed(cfg.seed)
     model = BPRMF(dataset.n_users, dataset.n_items, cfg.dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sampler = TripletSampler(dataset.train, dataset.n_items, cfg.negatives)
     steps = math.ceil(len(sampler) / cfg.batch_size)
-    for epoch in tqdm(range(cfg.epochs), desc="bpr-mf", disable=not progress, leave=False):
-        triplets = torch.as_tensor(sampler.epoch(cfg.seed * 1_000_003 + epoch))
+    best_auc, best_state, best_epoch = -math.inf, None, cfg.epochs
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc="bpr-mf", disable=not progress, leave=False):
+        triplets = torch.as_tensor(sampler.epoch(cfg.seed * 1_000_003 + epoch - 1))
+        model.train()
         for step in range(steps):
             u, i, j = triplets[step * cfg.batch_size : (step + 1) * cfg.batch_size].T
             loss = (bpr_loss(model(u, i, j)) + cfg.l2 * model.l2(u, i, j)) / len(u)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if val_auc is None:
+            continue
+        auc = val_auc(model)
+        if auc > best_auc:
+            best_auc, best_state, best_epoch = auc, copy.deepcopy(model.state_dict()), epoch
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.best_epoch = best_epoch
     return model.eval()

@@ -164,10 +164,17 @@ def evaluate_baselines(
     """`popularity` and `bpr-mf` (trained here, on the same split and sampler)."""
     pop = popularity_scores(dataset)
     results = {"popularity": evaluate_scores(lambda u: pop.expand(len(u), -1), dataset, split, ks, progress=progress)}
-    mf = train_bpr_mf(dataset, bpr_mf, progress=progress)
-    results["bpr-mf"] = evaluate_factors(
-        mf.serving_factors(torch.as_tensor(dataset.cold_items)), dataset, split, ks, progress=progress
+    cold = torch.as_tensor(dataset.cold_items)
+    mf = train_bpr_mf(
+        dataset,
+        bpr_mf,
+        progress=progress,
+        # selected on validation AUC, as DVBPR's best.pt is (none without a validation split)
+        val_auc=(lambda m: evaluate_factors(m.serving_factors(cold), dataset, "val").metrics["auc"])
+        if len(dataset.val)
+        else None,
     )
+    results["bpr-mf"] = evaluate_factors(mf.serving_factors(cold), dataset, split, ks, progress=progress)
     return results
 
 
