@@ -340,53 +340,27 @@ class DVBPR(nn.Module):
         """CNN weight tensors that take L2 regularisation (biases excluded, as the original)."""
         return [m.weight for m in self.cnn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
-    def _item_cf(
-        self, items: torch.Tensor, keep: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """gamma_i and beta_i of `items` (None where `terms` has none), zero where `keep` is 0:
-        those items are scored as cold items are."""
-        gamma = self.gamma_items(items) if self.cfg.uses_cf else None
-        beta = self.beta_items(items).squeeze(-1) if self.cfg.uses_bias else None
-        if keep is not None:
-            gamma = gamma * keep[:, None] if gamma is not None else None
-            beta = beta * keep if beta is not None else None
-        return gamma, beta
-
-    def score(
-        self, users: torch.Tensor, items: torch.Tensor, phi: torch.Tensor, keep: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def score(self, users: torch.Tensor, items: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
         """x_ui for aligned (users, items) pairs, phi = phi(X_items) already computed (training;
         serving folds the same terms into `serving_factors`)."""
         x = (self.theta_users(users) * phi).sum(-1)
-        if self.cfg.uses_cf or self.cfg.uses_bias:
-            gamma, beta = self._item_cf(items, keep)
         if self.cfg.uses_cf:
-            x = x + (self.gamma_users(users) * gamma).sum(-1)
+            x = x + (self.gamma_users(users) * self.gamma_items(items)).sum(-1)
         if self.cfg.uses_bias:
-            x = x + beta
+            x = x + self.beta_items(items).squeeze(-1)
         return x
 
-    def pair_scores(
-        self, users: torch.Tensor, items: torch.Tensor, phi: torch.Tensor, keep: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def pair_scores(self, users: torch.Tensor, items: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
         """x_ui for every (user, item) pair, (len(users), len(items)), phi = phi(X_items)."""
         x = self.theta_users(users) @ phi.T
-        if self.cfg.uses_cf or self.cfg.uses_bias:
-            gamma, beta = self._item_cf(items, keep)
         if self.cfg.uses_cf:
-            x = x + self.gamma_users(users) @ gamma.T
+            x = x + self.gamma_users(users) @ self.gamma_items(items).T
         if self.cfg.uses_bias:
-            x = x + beta[None, :]
+            x = x + self.beta_items(items).squeeze(-1)[None, :]
         return x
 
     def forward(
-        self,
-        users: torch.Tensor,
-        pos: torch.Tensor,
-        neg: torch.Tensor,
-        images: torch.Tensor,
-        in_batch: bool = False,
-        item_dropout: float = 0.0,
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, images: torch.Tensor, in_batch: bool = False
     ) -> torch.Tensor:
         """x_uij = x_ui - x_uj. `images` holds the positives' then the negatives' images (2B),
         so the CNN runs once over both halves (the siamese pair shares weights anyway).
@@ -396,12 +370,9 @@ class DVBPR(nn.Module):
         b being row b's own j (the caller masks pairs where j is one of u's positives)."""
         phi = self.cnn(images).float()
         phi_pos, phi_neg = phi.chunk(2)
-        keep_pos = keep_neg = None
-        if self.training and item_dropout > 0:
-            keep_pos, keep_neg = (torch.rand(2, len(pos), device=phi.device) >= item_dropout).float()
         if in_batch:
-            return self.score(users, pos, phi_pos, keep_pos)[:, None] - self.pair_scores(users, neg, phi_neg, keep_neg)
-        return self.score(users, pos, phi_pos, keep_pos) - self.score(users, neg, phi_neg, keep_neg)
+            return self.score(users, pos, phi_pos)[:, None] - self.pair_scores(users, neg, phi_neg)
+        return self.score(users, pos, phi_pos) - self.score(users, neg, phi_neg)
 
     def embedding_l2(
         self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2_theta: float, l2_cf: float

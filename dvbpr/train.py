@@ -134,7 +134,7 @@ def train_one_epoch(
         if cfg.augment:
             imgs = random_flip_shift(imgs)
         with autocast(device):
-            x_uij = model(u, i, j, imgs, in_batch=cfg.in_batch, item_dropout=cfg.item_dropout)
+            x_uij = model(u, i, j, imgs, in_batch=cfg.in_batch)
         keep = None
         if cfg.in_batch:  # (B, B): a shared j that is one of u's positives is no negative
             keep = torch.as_tensor(~is_positive(local[:, :1], local[None, :, 2]), device=device)

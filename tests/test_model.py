@@ -206,37 +206,6 @@ def test_in_batch_shares_the_batch_negatives_across_its_positives(terms: str) ->
         assert torch.allclose(x.diagonal(), model(users, pos, neg, images), atol=1e-5)
 
 
-@pytest.mark.parametrize("in_batch", [False, True])
-def test_item_dropout_scores_the_dropped_items_as_cold_items_in_training_only(in_batch: bool) -> None:
-    model = small_model("full")
-    model.cnn.eval()  # the CNN's own dropout aside: only the item dropout differs below
-    with torch.no_grad():  # phi of the random CNN is ~1e6: theta brings the visual term to ~1
-        model.theta_users.weight.mul_(1e-6)
-    users, pos, neg = torch.tensor([0, 1, 4, 2]), torch.tensor([6, 0, 3, 5]), torch.tensor([2, 5, 1, 6])
-    images = torch.randn(8, 3, 32, 32)
-    with torch.no_grad():
-        phi = model.cnn(images)
-        theta = model.theta_users.weight[users]
-        visual_only = (theta * phi[:4]).sum(1)[:, None] - theta @ phi[4:].T  # every item dropped
-        full = model(users, pos, neg, images, in_batch=True)
-        model.train()
-        model.cnn.eval()
-        torch.manual_seed(0)
-        dropped_all = model(users, pos, neg, images, in_batch=in_batch, item_dropout=1 - 1e-9)
-        kept_all = model(users, pos, neg, images, in_batch=in_batch, item_dropout=0.0)
-        torch.manual_seed(0)
-        half = model(users, pos, neg, images, in_batch=True, item_dropout=0.5)
-        model.eval()
-        at_eval = model(users, pos, neg, images, in_batch=True, item_dropout=1 - 1e-9)
-    expected_dropped = visual_only if in_batch else visual_only.diagonal()
-    expected_kept = full if in_batch else full.diagonal()
-    assert torch.allclose(dropped_all, expected_dropped, atol=1e-5)
-    assert torch.allclose(kept_all, expected_kept, atol=1e-5)
-    assert torch.allclose(at_eval, full, atol=1e-5)  # serving and validation never drop
-    # at 1/2, each pair is one of the four combinations of its positive and negative kept or dropped
-    assert not torch.allclose(half, full, atol=1e-5) and not torch.allclose(half, visual_only, atol=1e-5)
-
-
 def test_bpr_loss_sums_only_the_kept_pairs() -> None:
     x = torch.tensor([[0.0, 1.0], [-2.0, float("nan")]])
     keep = torch.tensor([[True, False], [True, False]])  # a dropped pair may even be nan
