@@ -96,7 +96,6 @@ def train_bpr_mf(
     best_auc, best_state, best_epoch = -math.inf, None, cfg.epochs
     for epoch in tqdm(range(1, cfg.epochs + 1), desc="bpr-mf", disable=not progress, leave=False):
         triplets = torch.as_tensor(sampler.epoch(cfg.seed * 1_000_003 + epoch - 1))
-        model.train()
         for step in range(steps):
             u, i, j = triplets[step * cfg.batch_size : (step + 1) * cfg.batch_size].T
             loss = (bpr_loss(model(u, i, j)) + cfg.l2 * model.l2(u, i, j)) / len(u)

@@ -14,8 +14,8 @@ estimated from their training items (what a model could learn at best from the i
 
 With `--emoji`, the rows are the full-ranking test metrics (the evaluator of `evaluate`) of
 scorers that know the emoji users' hidden tastes and communities (hidden_tastes.json) and each
-item's training interactions, with the cold items placed as `dvbpr.model.cold_item_bias` would
-place them: at the mean log popularity of the warm items, or of the training interactions.
+item's training interactions, with the cold items at the mean log popularity of the warm items
+(where `dvbpr.model.cold_item_bias` puts them on its own scale) or of the training interactions.
 """
 
 from __future__ import annotations
