@@ -40,14 +40,17 @@ class RankingResult:
 
     Attributes:
         metrics: means over the evaluated users: ``auc``, ``auc_cold``,
-            ``auc_cold_among_cold``, ``rr``, ``recall@k``, ``precision@k``, ``ndcg@k``,
+            ``auc_cold_among_cold``, ``auc_warm``, ``rr``, ``recall@k``, ``precision@k``,
+            ``ndcg@k``,
             ``coverage@k`` for each k, ``auc_sampled100``; plus ``users`` (users evaluated) and
             ``cold_users`` (users with at least one cold target), both ints. The cold AUCs are
-            means over the cold users only (``nan`` when there are none).
+            means over the cold users only (``nan`` when there are none), the warm AUC over the
+            users with a warm target.
         per_user: one array per metric, aligned with ``users``: ``user``, ``n_targets``,
             ``auc``, ``rr``, ``best_rank``, ``recall@k``, ``precision@k``, ``ndcg@k``,
             ``auc_cold``, ``auc_cold_among_cold`` (both ``nan`` for a user without a cold
-            target) and ``auc_sampled100``.
+            target), ``auc_warm`` (``nan`` for a user without a warm target) and
+            ``auc_sampled100``.
     """
 
     metrics: dict[str, float]
@@ -78,6 +81,9 @@ def evaluate_ranking(
     * ``auc``: the user's targets against their negatives (candidates that are not targets);
     * ``auc_cold``: the user's cold targets against the same negatives;
     * ``auc_cold_among_cold``: the user's cold targets against the cold negatives only;
+    * ``auc_warm``: the user's warm targets against the same negatives as ``auc`` (where the
+      collaborative half and popularity can help; a model that does no better there than the
+      popularity baseline has learned nothing personal about the items users already know);
     * ``rr``, ``recall@k``, ``precision@k``, ``ndcg@k``: multi-target definitions;
     * ``coverage@k``: share of the catalogue in at least one user's top k candidates (the
       choice among items tied at the k-th place is arbitrary);
@@ -131,7 +137,7 @@ def evaluate_ranking(
     n_users = users.size
     n_targets = np.diff(target_indptr)
     per_user: dict[str, np.ndarray] = {"user": users.copy(), "n_targets": n_targets}
-    for name in ("auc", "auc_cold", "auc_cold_among_cold", "auc_sampled100", "rr"):
+    for name in ("auc", "auc_cold", "auc_cold_among_cold", "auc_warm", "auc_sampled100", "rr"):
         per_user[name] = np.full(n_users, np.nan)
     per_user["best_rank"] = np.zeros(n_users, dtype=np.int64)
     for k in ks:
@@ -157,7 +163,7 @@ def evaluate_ranking(
             buffers,
         )
         rows = slice(start, stop)
-        for name in ("auc", "auc_cold", "auc_cold_among_cold", "auc_sampled100"):
+        for name in ("auc", "auc_cold", "auc_cold_among_cold", "auc_warm", "auc_sampled100"):
             per_user[name][rows] = chunk[name]
         per_user["best_rank"][rows] = chunk["ranks"].min(axis=1)
         per_user["rr"][rows] = metrics.reciprocal_rank(chunk["ranks"])
@@ -172,6 +178,7 @@ def evaluate_ranking(
         "auc": _nanmean(per_user["auc"]),
         "auc_cold": _nanmean(per_user["auc_cold"][cold_users]),
         "auc_cold_among_cold": _nanmean(per_user["auc_cold_among_cold"][cold_users]),
+        "auc_warm": _nanmean(per_user["auc_warm"]),  # nan for a user without a warm target
         "rr": _nanmean(per_user["rr"]),
     }
     for k in ks:
@@ -262,13 +269,14 @@ def _rank_chunk(
         auc = (n_neg - neg_above) / n_neg
         auc_among_cold = (n_cold_neg - cold_at_or_above.cpu().numpy()) / n_cold_neg
         auc_sampled = sampled_wins.cpu().numpy() / n_drawn
-    cold_rows = target_rows_np[is_cold_np]
+    cold_rows, warm_rows = target_rows_np[is_cold_np], target_rows_np[~is_cold_np]
     return {
         "ranks": padded_ranks,
         "top_items": top_items.cpu().numpy(),
         "auc": _row_mean(auc, target_rows_np, n_rows),
         "auc_cold": _row_mean(auc[is_cold_np], cold_rows, n_rows),
         "auc_cold_among_cold": _row_mean(auc_among_cold[is_cold_np], cold_rows, n_rows),
+        "auc_warm": _row_mean(auc[~is_cold_np], warm_rows, n_rows),
         "auc_sampled100": _row_mean(auc_sampled, target_rows_np, n_rows),
     }
 

@@ -14,6 +14,7 @@ from ui import errors, figures, loaders, paths, public, reference, shell, state,
 COLUMNS = {
     "auc": "AUC",
     "auc_cold": "AUC (cold)",
+    "auc_warm": "AUC (warm)",
     "rr": "RR",
     "recall@20": "R@20",
     "precision@20": "P@20",

@@ -206,7 +206,7 @@ def _reference(case: dict, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
         negative[targets] = False
         s = case["scores"][user].astype(np.float64)
         ranks = metrics.target_ranks(s[targets], s[negative])
-        cold_targets = targets[cold[targets]]
+        cold_targets, warm_targets = targets[cold[targets]], targets[~cold[targets]]
         row = {
             "n_targets": len(targets),
             "best_rank": ranks.min(),
@@ -214,6 +214,7 @@ def _reference(case: dict, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
             "auc": metrics.user_auc(s[targets], s[negative]),
             "auc_cold": metrics.user_auc(s[cold_targets], s[negative]),
             "auc_cold_among_cold": metrics.user_auc(s[cold_targets], s[negative & cold]),
+            "auc_warm": metrics.user_auc(s[warm_targets], s[negative]),
         }
         for k in ks:
             row[f"recall@{k}"] = metrics.recall_at_k(ranks, len(targets), k)
@@ -250,7 +251,7 @@ def test_evaluator_matches_per_user_loop(
     assert result.metrics["users"] == len(case["users"])
     for name in ("auc", "rr", *(f"{m}@{k}" for m in ("recall", "precision", "ndcg") for k in ks)):
         assert result.metrics[name] == pytest.approx(np.nanmean(expected[name]), rel=1e-12), name
-    for name in ("auc_cold", "auc_cold_among_cold"):
+    for name in ("auc_cold", "auc_cold_among_cold", "auc_warm"):
         assert result.metrics[name] == pytest.approx(np.nanmean(expected[name]), rel=1e-12), name
 
 
@@ -260,6 +261,7 @@ def test_evaluator_metric_keys() -> None:
         "auc",
         "auc_cold",
         "auc_cold_among_cold",
+        "auc_warm",
         "rr",
         "recall@5",
         "precision@5",
@@ -363,6 +365,26 @@ def test_sampled_auc_estimates_full_auc_and_is_reproducible() -> None:
     other = _evaluate(case, seed=2, chunk_size=64)
     assert not np.array_equal(first.per_user["auc_sampled100"], other.per_user["auc_sampled100"])
     assert math.isnan(first.metrics["auc_cold"]) and first.metrics["cold_users"] == 0
+    assert first.metrics["auc_warm"] == first.metrics["auc"]  # no cold item: every target is warm
+
+
+def test_warm_and_cold_aucs_split_a_users_targets_by_hand() -> None:
+    # items scored 5, 4, 3, 2, 1; targets 1 (warm, score 4) and 3 (cold, score 2); negatives 0, 2, 4
+    case = dict(
+        scores=np.array([[5.0, 4.0, 3.0, 2.0, 1.0]], dtype=np.float32),
+        n_items=5,
+        users=np.array([0]),
+        target_indptr=np.array([0, 2]),
+        target_indices=np.array([1, 3]),
+        exclude_indptr=np.array([0, 0]),
+        exclude_indices=np.array([], dtype=np.int64),
+        cold_items=np.array([False, False, False, True, False]),
+    )
+    m = _evaluate(case).metrics
+    assert m["auc_warm"] == pytest.approx(2 / 3)  # above 3 and 1, below 5
+    assert m["auc_cold"] == pytest.approx(1 / 3)  # above 1 only
+    assert m["auc"] == pytest.approx(1 / 2)  # the mean over both targets
+    assert math.isnan(m["auc_cold_among_cold"])  # no cold negative
 
 
 @pytest.mark.parametrize("n_items", [300, 5000])
