@@ -167,7 +167,6 @@ class CheckpointWriter:
     device: torch.device
     active: bool
     fields: dict  # `checkpoint_fields`
-    ema: Any = None  # `optim.make_ema`'s average: best.pt holds its weights, last.pt its state
 
     def save(
         self,
@@ -178,14 +177,12 @@ class CheckpointWriter:
         early_stop: tuple[float, int] | None = None,
         before: Any = None,
     ) -> None:
-        """`early_stop`: (best validation AUC, epochs without gain), for a resumable checkpoint.
-        `before`: the RNG state and buffers from before the step a resume runs first
-        (`train.CheckpointDue`), else the current ones. With an EMA, a resumable checkpoint holds
-        the training weights and the average's state, any other (best.pt) the average as its
-        weights: what is validated is what is kept."""
+        """`early_stop`: (best validation AUC, epochs without gain). `before`: the RNG state and
+        buffers from before the step a resume runs first (`train.CheckpointDue`), else the
+        current ones."""
         if not self.active:
             return
-        state, weights = None, self.model
+        state = None
         if early_stop is not None:
             state = {
                 "optimizer": self.optimizer.state_dict(),
@@ -195,13 +192,9 @@ class CheckpointWriter:
                 "best": early_stop[0],
                 "stale_epochs": early_stop[1],
             }
-            if self.ema is not None:
-                state["ema"] = {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}
-        elif self.ema is not None:
-            weights, before = self.ema.module, None
         save_checkpoint(
             self.run_dir / name,
-            weights,
+            self.model,
             epoch=epoch,
             step=epoch * self.steps_per_epoch + step_in_epoch,
             metrics=metrics,

@@ -77,11 +77,6 @@ class TrainConfig:
         "1/8 of the side (docs/training.md)",
     )
     dropout: float = _option(0.5, "dropout on the CNN's hidden fc layers")
-    ema: float = _option(
-        0.0,
-        "decay of an exponential moving average of the weights, updated every step (e.g. 0.998); "
-        "validation, best.pt and so serving use the average (0 = off; docs/training.md)",
-    )
     lr_schedule: str = _option("none", "learning-rate schedule (plateau follows validation AUC)", LR_SCHEDULES)
     patience: int = _option(0, "early stop after N epochs without validation gain (0 = off)")
     device: str = _option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
@@ -118,7 +113,6 @@ class TrainConfig:
                 raise TrainingError(f"{f.name.replace('_', ' ')} must be one of {', '.join(choices)}")
         checks = [
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (0.0 <= self.ema < 1.0, "EMA decay must be in [0, 1)"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 2, "batch size must be at least 2"),
             (self.lr > 0, "learning rate must be positive"),

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import TrainConfig
 
@@ -15,15 +14,6 @@ def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.A
     """Adam with the fused kernel: one pass per tensor and no temporaries, the same numbers as
     the default implementation, and its state dicts load either way (docs/benchmarks.md)."""
     return torch.optim.Adam(params, lr=lr, fused=True)
-
-
-def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel | None:
-    """An exponential moving average of `model`'s weights and buffers (BatchNorm statistics
-    included), or None for decay 0. Its `module` is what a run validates and keeps as best.pt:
-    the average of the last few hundred steps ranks better than the last step's weights."""
-    if not decay:
-        return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:

@@ -50,7 +50,7 @@ from .features import ImageBatches, autocast, embed_items, resolve_device
 from .fsutil import atomic_write_json
 from .images import ImageStore
 from .model import DVBPR, ModelConfig, bpr_loss, random_flip_shift
-from .optim import make_ema, make_optimizer, make_scheduler, stretch_cosine
+from .optim import make_optimizer, make_scheduler, stretch_cosine
 from .rundir import BEST, CONFIG, LAST, RunLock, RunLog, find_checkpoint, has_checkpoint, is_locked, read_status
 from .sampling import TripletSampler
 from .tblog import TensorBoardLog
@@ -265,7 +265,6 @@ def train(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.lr)
-        ema = make_ema(model, cfg.ema)
         sampler = TripletSampler(dataset.train, dataset.n_items, cfg.negatives)
         steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
@@ -280,16 +279,12 @@ def train(
                 scheduler.load_state_dict(state["scheduler"])
                 stretch_cosine(scheduler, optimizer, total_steps)
             set_rng_state(state["rng"], device)
-            if ema is not None and "ema" in state:  # a run without one starts its average here
-                ema.load_state_dict(state["ema"])
             start_epoch, start_step = resume_ckpt["epoch"], state["step_in_epoch"]
             best, stale = state["best"], state["stale_epochs"]
         if d.is_main:
             atomic_write_json(run_dir / CONFIG, recorded | {"model": asdict(model.cfg)})
         fields = checkpoint_fields(dataset, recorded)
-        checkpoints = CheckpointWriter(
-            run_dir, model, optimizer, scheduler, steps_per_epoch, device, d.is_main, fields, ema
-        )
+        checkpoints = CheckpointWriter(run_dir, model, optimizer, scheduler, steps_per_epoch, device, d.is_main, fields)
         val_users = sample_users(dataset, "val", cfg.val_users, cfg.seed)
         global_step = start_epoch * steps_per_epoch + start_step
         if resume_ckpt is not None and d.is_main:
@@ -334,8 +329,6 @@ def train(
                     checkpoints.save(LAST, epoch, event.step, val_metrics, (best, stale), before=event)
                     continue
                 global_step, step_in_epoch = global_step + 1, event.step + 1
-                if ema is not None:
-                    ema.update_parameters(model)
                 meter.update(event)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{event.loss:.4f}")
@@ -360,10 +353,9 @@ def train(
             # validate on rank 0; every rank takes the same decisions from its AUC
             val_metrics = {}
             if d.is_main:
-                judged = ema.module if ema is not None else model  # what best.pt would keep
-                phi = embed_items(judged, images, dataset.n_items)
-                _require_finite(judged, phi, f"in epoch {epoch + 1}")
-                result = evaluate_model(judged, dataset, phi=phi, split="val", ks=(20,), users=val_users)
+                phi = embed_items(model, images, dataset.n_items)
+                _require_finite(model, phi, f"in epoch {epoch + 1}")
+                result = evaluate_model(model, dataset, phi=phi, split="val", ks=(20,), users=val_users)
                 val_metrics = {f"val_{k}": v for k, v in result.metrics.items()}
             val_auc = broadcast_float(val_metrics.get("val_auc", math.nan), d, device)
             improved = math.isnan(val_auc) or val_auc > best  # no validation rows: keep the latest

@@ -54,7 +54,6 @@ NEW_RUN = {  # TrainConfig field: (widget key on the New run form, type of its v
     "norm": ("tr_norm", str),
     "theta_init": ("tr_theta_init", str),
     "dropout": ("tr_dropout", float),
-    "ema": ("tr_ema", float),
     "lr_schedule": ("tr_lr_schedule", str),
     "l2_cnn": ("tr_l2_cnn", float),
     "l2_theta": ("tr_l2_theta", float),
@@ -246,7 +245,6 @@ def _advanced_options() -> None:
     c2.checkbox("Colour stream", key="tr_colour_stream", help=_help("colour_stream"))
     c3.checkbox("Texture head", key="tr_texture", help=_help("texture"))
     c1.checkbox("Augment images", key="tr_augment", help=_help("augment"))
-    c2.number_input("Weight average (EMA decay)", 0.0, 0.9999, step=0.001, format="%g", key="tr_ema", help=_help("ema"))
 
 
 def _finetune_form(datasets: list[str], models: list[str]) -> None:

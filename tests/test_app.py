@@ -293,7 +293,6 @@ TRAIN_WIDGETS = {
     "tr_norm": "norm",
     "tr_theta_init": "theta_init",
     "tr_dropout": "dropout",
-    "tr_ema": "ema",
     "tr_lr_schedule": "lr_schedule",
     "tr_l2_cnn": "l2_cnn",
     "tr_l2_theta": "l2_theta",

@@ -529,36 +529,3 @@ def test_resume_with_more_epochs_stretches_the_cosine_schedule(
     assert 0.3 * base["lr"] < second[0]["lr"] < 0.6 * base["lr"]
     assert second[-1]["lr"] < 0.1 * base["lr"]
     assert all(a["lr"] >= b["lr"] for a, b in zip(second, second[1:]))
-
-
-def test_ema_is_what_is_validated_and_kept_and_resumes_like_an_uninterrupted_run(
-    tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
-) -> None:
-    """--ema: best.pt holds the average (last.pt the training weights and the average's state),
-    validation scores the average, and a run stopped after one epoch and resumed for the second
-    ends where an uninterrupted two-epoch run does, average included."""
-    base = dict(tiny_train_kwargs, ema=0.9, epochs=2)
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    assert train(config(tiny_data, whole, base), progress=False)["state"] == "finished"
-    assert train(config(tiny_data, split, base, epochs=1), progress=False)["state"] == "finished"
-    assert train(resume_config(split, epochs=2), resume=True, progress=False)["state"] == "finished"
-
-    last, best = load_checkpoint(whole / "last.pt"), load_checkpoint(whole / "best.pt")
-    average = {k.removeprefix("module."): v for k, v in last["training_state"]["ema"].items() if k != "n_averaged"}
-    assert int(last["training_state"]["ema"]["n_averaged"]) == last["step"]  # one update per step
-    if best["epoch"] == last["epoch"]:  # the last epoch was the best: best.pt is the average now
-        for name, value in best["model"].items():
-            assert torch.equal(value, average[name]), name
-    assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
-    # validation scored the average: best.pt reproduces the epoch's validation AUC
-    rec = Recommender.from_run(whole, top_lists=False)
-    from dvbpr.evaluate import evaluate_recommender
-
-    val = evaluate_recommender(rec, "val").metrics["auc"]
-    assert val == pytest.approx(epochs_of(whole)[best["epoch"] - 1]["val_auc"], abs=1e-6)
-
-    assert_same_weights(split / "best.pt", whole / "best.pt")
-    assert_same_weights(split / "last.pt", whole / "last.pt")
-    resumed = load_checkpoint(split / "last.pt")["training_state"]["ema"]
-    for name, value in last["training_state"]["ema"].items():
-        assert torch.allclose(value.float(), resumed[name].float(), atol=1e-5), name
