@@ -211,7 +211,7 @@ def transfer_weights(model: DVBPR, source: dict, user_ids: list[str], item_ids: 
     state, own = source["model"], model.state_dict()
     with torch.no_grad():
         for name, tensor in state.items():
-            if name.startswith("cnn."):
+            if name.startswith("cnn.") and name in own:  # a crop head is for training only
                 own[name].copy_(tensor)
         for table, ids_key, ids in (
             ("theta_users", "user_ids", user_ids),

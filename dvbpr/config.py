@@ -21,6 +21,7 @@ from .rundir import CONFIG, LAST, find_run_data, relative_to_run
 from .sampling import NEGATIVE_POOLS
 
 LR_SCHEDULES = ("none", "cosine", "plateau")
+SELECTIONS = ("val-auc", "last")
 
 
 def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -71,6 +72,12 @@ class TrainConfig:
         "texture head: the last conv features averaged over the image, projected and added to phi "
         "(cnnf, cnnf-small; see docs/training.md for what it gains and costs)",
     )
+    crop_agreement: float = _option(
+        0.0,
+        "weight of a self-supervised texture loss: two random half-side crops of each of half the "
+        "batch's positive images, each with its own hue, must find each other among the batch's "
+        "through the shape CNN's averaged conv features (0 = off; cnnf, cnnf-small; docs/training.md)",
+    )
     augment: bool = _option(
         False,
         "light augmentation of the training images: a random left-right flip and a shift of up to "
@@ -78,6 +85,12 @@ class TrainConfig:
     )
     dropout: float = _option(0.5, "dropout on the CNN's hidden fc layers")
     lr_schedule: str = _option("none", "learning-rate schedule (plateau follows validation AUC)", LR_SCHEDULES)
+    select: str = _option(
+        "val-auc",
+        "the epoch best.pt keeps: the best validation AUC, or the last (a schedule such as cosine "
+        "ends where it is meant to, and validation AUC can be flat long before; docs/training.md)",
+        SELECTIONS,
+    )
     patience: int = _option(0, "early stop after N epochs without validation gain (0 = off)")
     device: str = _option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     seed: int = _option(0, "random seed")
@@ -103,6 +116,7 @@ class TrainConfig:
             theta_init=self.theta_init,
             colour_stream=self.colour_stream,
             texture=self.texture,
+            crop_head=self.crop_agreement > 0,
             dropout=self.dropout,
         )
 
@@ -118,6 +132,7 @@ class TrainConfig:
             (self.lr > 0, "learning rate must be positive"),
             (self.dim >= 1 and self.cf_dim >= 1, "dimensions must be positive"),
             (min(self.l2_cnn, self.l2_theta, self.l2_cf) >= 0, "L2 coefficients must be >= 0"),
+            (self.crop_agreement >= 0, "crop agreement weight must be >= 0"),
             (self.log_every >= 1, "log interval must be at least 1 step"),  # used as a modulus
             (
                 min(self.checkpoint_every, self.patience, self.val_users, self.max_minutes) >= 0,

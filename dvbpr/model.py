@@ -7,6 +7,8 @@ tutorial) and `cnnf-small` (a CNN-F-shaped network for 64-96 px images that trai
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +40,7 @@ class ModelConfig:
     theta_init: str = "uniform"
     colour_stream: bool = False  # checkpoints from before the field existed had one stream
     texture: bool = False  # checkpoints from before the field existed had no texture head
+    crop_head: bool = False  # projection head of the crop-agreement loss (training only)
     # The one image preprocessing (dvbpr.images.load_image), recorded so that inference and
     # uploads are treated exactly as training was.
     preprocessing: dict = field(default_factory=lambda: {"pad": "white-square", "resize": "bicubic", "scale": "[-1,1]"})
@@ -57,6 +60,8 @@ class ModelConfig:
             raise TrainingError(f"image size {self.image_size} is too small (at least 32)")
         if self.texture and self.arch == "alexnet":
             raise TrainingError("the texture head is built for cnnf and cnnf-small, not alexnet")
+        if self.crop_head and self.arch == "alexnet":
+            raise TrainingError("the crop-agreement loss is built for cnnf and cnnf-small, not alexnet")
         if self.arch in ("cnnf", "alexnet") and self.image_size < 64:
             raise TrainingError(f"{self.arch} needs images of at least 64 px, got {self.image_size}")
 
@@ -92,6 +97,7 @@ class CNNF(nn.Module):
     variance over the catalogue, so the dominant visual factor (colour) cannot drown the others.
     `texture=True` adds to phi a projection of the last conv maps averaged over the image: what
     local patterns occur, wherever they are (the fc layers see them tied to their position).
+    `crop_head=True` adds the projection head of `crop_agreement_loss` (training only).
     """
 
     def __init__(
@@ -103,6 +109,7 @@ class CNNF(nn.Module):
         norm: bool = False,
         norm_phi: bool = False,
         texture: bool = False,
+        crop_head: bool = False,
     ):
         super().__init__()
         if small:
@@ -134,11 +141,49 @@ class CNNF(nn.Module):
         self.texture = None
         if texture:
             self.texture = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(c5), nn.Linear(c5, dim))
+        self.crop_head = None
+        if crop_head:  # SimCLR's projection: the loss acts on its output, phi keeps the features
+            self.crop_head = nn.Sequential(
+                nn.Linear(c5, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Linear(128, 64)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.features(x)
         phi = self.classifier(maps)
         return phi if self.texture is None else phi + self.texture(maps)
+
+    def crop_agreement_loss(self, images: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+        """Two random crops of each image, half its side at its own scale and each with its own
+        random hue, must find each other among the crops of the batch's other images (NT-Xent, as
+        SimCLR) through the conv features averaged over the crop. Two crops of one item share its
+        texture, not its silhouette or colour: the BPR loss alone teaches pattern only weakly
+        (docs/training.md). The crops leave the BatchNorm running statistics alone: they are
+        those of whole images, which is what the network sees when it serves."""
+        if self.crop_head is None:
+            raise TrainingError("this network has no crop head (ModelConfig.crop_head)")
+        n = len(images)
+        crops = torch.cat([random_hue(random_crops(images, images.shape[-1] // 2)) for _ in range(2)])
+        with frozen_running_stats(self.features):
+            pooled = self.features(crops).float().mean(dim=(2, 3))
+        z = F.normalize(self.crop_head(pooled), dim=1)
+        sim = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+        partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(sim.device)
+        return F.cross_entropy(sim, partner)
+
+
+@contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of `module` normalise with their batch's statistics as in training but
+    leave their running statistics as they are (momentum 0) until the block ends."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
 
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
@@ -177,6 +222,21 @@ def random_flip_shift(x: torch.Tensor, max_shift: float = 0.125) -> torch.Tensor
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
     out = padded.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols]  # (B, H, W, C)
     return torch.empty_like(x).copy_(out.permute(0, 3, 1, 2))
+
+
+def random_crops(x: torch.Tensor, side: int) -> torch.Tensor:
+    """One random `side` x `side` crop of each image of a batch, at the image's own scale (a
+    pattern keeps its period), its corner drawn so that the crop keeps 1/8 of the image's side
+    clear of the border, where the padded catalogue images are mostly background."""
+    b, c, h, w = x.shape
+    margin_y, margin_x = min(h // 8, (h - side) // 2), min(w // 8, (w - side) // 2)
+    dy = torch.randint(margin_y, h - side - margin_y + 1, (b,), device=x.device)
+    dx = torch.randint(margin_x, w - side - margin_x + 1, (b,), device=x.device)
+    rows = (dy[:, None] + torch.arange(side, device=x.device))[:, :, None]  # (B, side, 1)
+    cols = (dx[:, None] + torch.arange(side, device=x.device))[:, None, :]  # (B, 1, side)
+    out = x.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols]  # (B, side, side, C)
+    layout = torch.channels_last if x.is_cuda else torch.contiguous_format  # as the CUDA path feeds the CNN
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=layout)
 
 
 class ColourStream(nn.Module):
@@ -238,6 +298,7 @@ def _shape_cnn(cfg: ModelConfig) -> nn.Module:
         norm=cfg.norm != "none",
         norm_phi=cfg.norm == "batch+phi",
         texture=cfg.texture,
+        crop_head=cfg.crop_head,
     )
 
 
@@ -335,6 +396,11 @@ class DVBPR(nn.Module):
             nn.init.normal_(self.gamma_items.weight, std=0.01)
         if self.cfg.uses_bias:
             nn.init.zeros_(self.beta_items.weight)
+
+    def crop_agreement_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """The shape network's `CNNF.crop_agreement_loss` on a batch of model-input images."""
+        shape = self.cnn.shape if isinstance(self.cnn, TwoStreamCNN) else self.cnn
+        return shape.crop_agreement_loss(images)
 
     def cnn_weights(self) -> list[torch.Tensor]:
         """CNN weight tensors that take L2 regularisation (biases excluded, as the original)."""

@@ -5,8 +5,9 @@ restore them from `last.pt`; then for each epoch `train_one_epoch` (which yields
 step, and before a step whose state a mid-epoch checkpoint keeps), validation, the epoch's
 checkpoints and log lines, and the stop decisions. One process or many (torchrun:
 `dvbpr.distributed`); rank 0 alone writes the run folder (`dvbpr.rundir`): `last.pt`
-(resumable), `best.pt` (best validation AUC), `config.json`, `metrics.jsonl` and `status.json`,
-and TensorBoard event files beside them (`dvbpr.tblog`).
+(resumable), `best.pt` (best validation AUC, or the last epoch with `--select last`),
+`config.json`, `metrics.jsonl` and `status.json`, and TensorBoard event files beside them
+(`dvbpr.tblog`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def build_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> tup
     if not cfg.init_from:
         return DVBPR(cfg.model_config(dataset.n_users, dataset.n_items, device)).to(device), None
     source = load_checkpoint(find_checkpoint(cfg.init_from))
-    model = DVBPR(ModelConfig(**source["model_config"] | dict(n_users=dataset.n_users, n_items=dataset.n_items)))
+    sizes = dict(n_users=dataset.n_users, n_items=dataset.n_items, crop_head=cfg.crop_agreement > 0)
+    model = DVBPR(ModelConfig(**source["model_config"] | sizes))
     transfer_weights(model, source, dataset.users.ids, dataset.items.ids)
     return model.to(device), source
 
@@ -142,6 +144,9 @@ def train_one_epoch(
         per_sample = bpr + core.embedding_l2(u, i, j, cfg.l2_theta, cfg.l2_cf)
         cnn_reg = cfg.l2_cnn * core.cnn_l2() if cfg.l2_cnn else 0.0
         loss = (per_sample * d.world + cnn_reg) / len(batch)
+        if cfg.crop_agreement and not cfg.freeze_cnn:
+            with autocast(device):  # half the positives: the texture signal at a fraction of a step's cost
+                loss = loss + cfg.crop_agreement * core.crop_agreement_loss(imgs[: max(2, len(local) // 2)])
         if not all_finite(loss, d):  # all ranks stop together: one left waiting in backward hangs
             value = loss.item()
             where = value if not math.isfinite(value) else "nan or inf in another process"
@@ -370,7 +375,7 @@ def train(
             record = meter.epoch_record(epoch, global_step, val_metrics)
             log.metrics(record)
             tb.epoch(record)
-            if improved:
+            if improved or cfg.select == "last":
                 checkpoints.save(BEST, epoch + 1, 0, record)
             checkpoints.save(LAST, epoch + 1, 0, record, (best, stale))
             log.update(

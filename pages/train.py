@@ -50,6 +50,7 @@ NEW_RUN = {  # TrainConfig field: (widget key on the New run form, type of its v
     "in_batch": ("tr_in_batch", bool),
     "colour_stream": ("tr_colour_stream", bool),
     "texture": ("tr_texture", bool),
+    "crop_agreement": ("tr_crop_agreement", float),
     "augment": ("tr_augment", bool),
     "norm": ("tr_norm", str),
     "theta_init": ("tr_theta_init", str),
@@ -58,6 +59,7 @@ NEW_RUN = {  # TrainConfig field: (widget key on the New run form, type of its v
     "l2_cnn": ("tr_l2_cnn", float),
     "l2_theta": ("tr_l2_theta", float),
     "l2_cf": ("tr_l2_cf", float),
+    "select": ("tr_select", str),
     "patience": ("tr_patience", int),
 }
 FINETUNE = {"epochs": 3, "lr": 1e-4}  # a fine-tune's own defaults: a few epochs, a smaller step
@@ -236,6 +238,7 @@ def _advanced_options() -> None:
     )
     c2.selectbox("LR schedule", _choices("lr_schedule"), key="tr_lr_schedule", help=_help("lr_schedule"))
     c3.number_input("Patience", 0, 1000, key="tr_patience", help=_help("patience"))
+    c1.selectbox("best.pt keeps", _choices("select"), key="tr_select", help=_help("select"))
     c1, c2, c3 = st.columns(3)
     c1.number_input("L2 on CNN weights", 0.0, 100.0, step=1e-4, format="%g", key="tr_l2_cnn", help=_help("l2_cnn"))
     c2.number_input("L2 on θ rows", 0.0, 100.0, step=0.1, format="%g", key="tr_l2_theta", help=_help("l2_theta"))
@@ -245,6 +248,9 @@ def _advanced_options() -> None:
     c2.checkbox("Colour stream", key="tr_colour_stream", help=_help("colour_stream"))
     c3.checkbox("Texture head", key="tr_texture", help=_help("texture"))
     c1.checkbox("Augment images", key="tr_augment", help=_help("augment"))
+    c2.number_input(
+        "Crop agreement", 0.0, 100.0, step=1.0, format="%g", key="tr_crop_agreement", help=_help("crop_agreement")
+    )
 
 
 def _finetune_form(datasets: list[str], models: list[str]) -> None:

@@ -289,6 +289,7 @@ TRAIN_WIDGETS = {
     "tr_in_batch": "in_batch",
     "tr_colour_stream": "colour_stream",
     "tr_texture": "texture",
+    "tr_crop_agreement": "crop_agreement",
     "tr_augment": "augment",
     "tr_norm": "norm",
     "tr_theta_init": "theta_init",
@@ -297,6 +298,7 @@ TRAIN_WIDGETS = {
     "tr_l2_cnn": "l2_cnn",
     "tr_l2_theta": "l2_theta",
     "tr_l2_cf": "l2_cf",
+    "tr_select": "select",
     "tr_patience": "patience",
 }
 

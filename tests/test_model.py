@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -16,6 +18,7 @@ from dvbpr.model import (
     bpr_loss,
     build_cnn,
     cold_item_bias,
+    random_crops,
     random_flip_shift,
     random_hue,
 )
@@ -336,3 +339,63 @@ def test_texture_head_sees_which_patterns_occur_not_where() -> None:
     assert build_cnn(ModelConfig(n_users=3, n_items=4, dim=8)).texture is None  # off in old configs
     with pytest.raises(TrainingError, match="texture"):
         ModelConfig(n_users=3, n_items=4, arch="alexnet", texture=True)
+
+
+def test_random_crops_are_windows_of_each_image_at_its_own_scale_away_from_the_border() -> None:
+    torch.manual_seed(0)
+    b, side = 64, 32
+    rows = torch.arange(64.0)[:, None].expand(64, 64)
+    cols = torch.arange(64.0)[None, :].expand(64, 64)
+    x = torch.stack([rows, cols, torch.zeros(64, 64)])[None].repeat(b, 1, 1, 1)
+    x[:, 2] = torch.arange(b, dtype=torch.float32)[:, None, None]  # which image
+    crops = random_crops(x, side)
+    assert crops.shape == (b, 3, side, side)
+    dy, dx = crops[:, 0, 0, 0].long(), crops[:, 1, 0, 0].long()
+    for k in range(b):
+        torch.testing.assert_close(crops[k], x[k, :, dy[k] : dy[k] + side, dx[k] : dx[k] + side])
+    assert int(dy.min()) >= 8 and int(dy.max()) <= 64 - side - 8 and int(dx.min()) >= 8  # 1/8 of the side clear
+    assert len(set(dy.tolist())) > 4 and len(set(dx.tolist())) > 4  # drawn per image
+
+
+def test_crop_agreement_loss_trains_the_conv_features_and_leaves_the_running_statistics() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_users=3, n_items=4, image_size=64, dim=8, norm="batch", colour_stream=True, crop_head=True)
+    model = DVBPR(cfg)
+    shape = model.cnn.shape
+    assert isinstance(shape, CNNF) and shape.crop_head is not None
+    x = torch.rand(8, 3, 64, 64) * 2 - 1
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k and "crop_head" not in k}
+    loss = model.crop_agreement_loss(x)
+    # NT-Xent over 16 crops: each must pick its partner among 15; a network that knows nothing
+    # of the images scores about ln(15)
+    assert 1.0 < loss.item() < 2 * math.log(15)
+    after = model.state_dict()
+    assert len(before) > 5 and all(torch.equal(before[k], after[k]) for k in before)  # those of whole images
+    loss.backward()
+    assert shape.features[0].weight.grad.abs().sum() > 0 and shape.crop_head[0].weight.grad.abs().sum() > 0
+    assert shape.classifier[1].weight.grad is None  # the fc path, and with it phi's read-out, is not involved
+    assert model.cnn.colour.project.weight.grad is None
+    model.cnn(x)  # a training forward does update them
+    key = "cnn.shape.features.1.running_mean"
+    assert not torch.equal(before[key], model.state_dict()[key])
+
+    # eight textures (stripes of their own period and angle): any two crops of one image share
+    # it, so the crops learn to find each other
+    k = torch.arange(8.0)[:, None, None]
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    angle, period = k * torch.pi / 8, 4 + 2 * (k % 4)
+    x = torch.sin(2 * torch.pi * (xx * angle.cos() + yy * angle.sin()) / period)[:, None].repeat(1, 3, 1, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(15):
+        opt.zero_grad()
+        step_loss = model.crop_agreement_loss(x)
+        step_loss.backward()
+        opt.step()
+        first = first if first is not None else step_loss.item()
+    assert step_loss.item() < 0.7 * first
+
+    with pytest.raises(TrainingError, match="crop head"):
+        DVBPR(ModelConfig(n_users=3, n_items=4, dim=8, norm="batch")).crop_agreement_loss(x)
+    with pytest.raises(TrainingError, match="crop-agreement"):
+        ModelConfig(n_users=3, n_items=4, arch="alexnet", crop_head=True)

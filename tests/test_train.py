@@ -92,6 +92,31 @@ def test_run_folder_holds_checkpoints_config_metrics_and_status(
     assert best["cold_items"].tolist() == dataset.cold_items.tolist()
 
 
+@pytest.mark.parametrize("select, kept_epoch", [("val-auc", 1), ("last", 2)])
+def test_select_decides_which_epoch_best_pt_keeps(
+    select: str, kept_epoch: int, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict, monkeypatch
+) -> None:
+    from dvbpr import train as train_module
+
+    real = train_module.evaluate_model
+    falling = iter([0.9, 0.8])  # validation AUC peaks in the first epoch
+
+    def evaluated(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.metrics["auc"] = next(falling)
+        return result
+
+    monkeypatch.setattr(train_module, "evaluate_model", evaluated)
+    run = tmp_path / select
+    status = train(config(tiny_data, run, tiny_train_kwargs, epochs=2, select=select), progress=False)
+    assert status["state"] == "finished" and status["best_val_auc"] == 0.9  # the record stays the best AUC
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == kept_epoch and best["metrics"]["val_auc"] == [0.9, 0.8][kept_epoch - 1]
+    last = load_checkpoint(run / "last.pt")
+    same = all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert same is (select == "last")
+
+
 def test_refuses_to_train_into_an_existing_run(
     tiny_run: Path, tiny_data: Path, tiny_copy, tiny_train_kwargs: dict
 ) -> None:
@@ -403,6 +428,37 @@ def test_freeze_cnn_trains_only_the_embeddings_and_resumes_without_its_source(
     assert train(resume_config(run, epochs=2), resume=True, progress=False)["state"] == "finished"
     resumed = load_checkpoint(run / "last.pt")
     assert resumed["epoch"] == 2 and all(torch.equal(resumed["model"][n], source[n]) for n in cnn)
+
+
+def test_crop_agreement_trains_with_its_head_and_fine_tunes_either_way(
+    tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict, monkeypatch
+) -> None:
+    from dvbpr import model as model_module
+
+    calls: list[int] = []
+    real = model_module.DVBPR.crop_agreement_loss
+    monkeypatch.setattr(
+        model_module.DVBPR, "crop_agreement_loss", lambda self, x: calls.append(len(x)) or real(self, x)
+    )
+    run = tmp_path / "crops"
+    status = train(config(tiny_data, run, tiny_train_kwargs, epochs=1, crop_agreement=2.0), progress=False)
+    assert status["state"] == "finished"
+    half = tiny_train_kwargs["batch_size"] // 2
+    assert len(calls) == status["total_steps"] and max(calls) == half  # every step, half the positives
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["model_config"]["crop_head"] is True and ckpt["train_config"]["crop_agreement"] == 2.0
+    assert any(".crop_head." in name for name in ckpt["model"])
+    served = Recommender.from_run(run, device="cpu")  # the head is for training only: serving is as ever
+    assert len(served.recommend(served.dataset.users.ids[0], k=3)[0]) == 3
+    # fine-tuning drops the head when the new run does not use it, and adds a fresh one when it does
+    calls.clear()
+    plain = config(tiny_data, tmp_path / "plain", tiny_train_kwargs, epochs=1, init_from=str(run))
+    assert train(plain, progress=False)["state"] == "finished" and calls == []
+    assert not any(".crop_head." in name for name in load_checkpoint(tmp_path / "plain" / "best.pt")["model"])
+    added = config(
+        tiny_data, tmp_path / "added", tiny_train_kwargs, epochs=1, init_from=str(tiny_run), crop_agreement=1.0
+    )
+    assert train(added, progress=False)["state"] == "finished" and calls
 
 
 def test_fine_tuned_new_users_get_recommendations_that_fit_them_better_than_popularity(
