@@ -536,6 +536,26 @@ def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
     assert ddp[-1]["val_auc"] > 0.65
 
 
+def test_ddp_trains_with_crop_agreement(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    """The crop loss runs outside DDP's forward on each process's own half-batch: its gradients
+    (the head's too) must still be reduced, or DDP stops with an unfinished reduction."""
+    run = tmp_path / "ddp-crops"
+    cfg = config(tiny_data, run, tiny_train_kwargs, epochs=1, crop_agreement=1.0)
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        + ["-m", "dvbpr", "train", *cli_args(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["model_config"]["crop_head"] and read_status(run)["state"] == "finished"
+    head = [name for name in ckpt["model"] if ".crop_head." in name and name.endswith("weight")]
+    assert head and all(torch.isfinite(ckpt["model"][name]).all() for name in head)
+
+
 def test_ddp_nan_in_one_process_fails_every_process_cleanly(
     tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
 ) -> None:
