@@ -39,23 +39,21 @@ def test_default_model_meets_the_quality_bar(rec: Recommender) -> None:
         assert dvbpr[key] > bpr_mf[key] and dvbpr[key] > popularity[key], key
 
 
-def test_default_model_embedding_sees_colour_category_and_some_pattern(rec: Recommender) -> None:
-    """No dead units, no collapse, colour and category along directions of phi and in the top
-    lists, pattern partly. The bounds sit below what the shipped recipe gave with two seeds
-    (docs/training.md: PR 17.9-18.1, category lift 1.96-1.97, pattern neighbours 0.57-0.62,
-    read-out 0.69-0.72, lift 1.13-1.20) and well above the collapsed one-CNN model (pattern
-    neighbours 0.29-0.35, read-out 0.27, lift 0.90-0.93; chance 0.20)."""
+def test_default_model_embedding_sees_colour_category_and_pattern(rec: Recommender) -> None:
+    """No dead units, no collapse, colour, category and pattern along directions of phi, in its
+    neighbourhoods and in the top lists: the goals of issue 12 as bounds (the shipped model,
+    docs/training.md: PR 21.9; neighbours colour 1.00, category 0.95, pattern 0.88; read-outs
+    1.00 / 0.99 / 0.92; lifts 5.81 / 1.88 / 1.42). The collapsed one-CNN model had pattern
+    neighbours 0.29-0.35, read-out 0.27, lift 0.90-0.93 (chance 0.20); the previous shipped
+    model, without crop agreement, 0.62 / 0.69 / 1.20."""
     report = embedding_report(rec)
-    assert report["participation_ratio"] >= 15.0 and not report["collapsed"]
+    assert report["participation_ratio"] >= 18.0 and not report["collapsed"]
     assert max(report["dead_units"].values()) <= 0.05
-    for column in ("colour", "category"):
-        assert report["neighbour_agreement"][column]["agreement"] >= 0.95, column
-        assert report["linear_probe"][column]["accuracy"] >= 0.95, column
-    assert report["taste_lifts"]["colours"]["lift"] >= 3.0
-    assert report["taste_lifts"]["categories"]["lift"] >= 1.8
-    assert report["neighbour_agreement"]["pattern"]["agreement"] >= 0.52
-    assert report["linear_probe"]["pattern"]["accuracy"] >= 0.62
-    assert report["taste_lifts"]["patterns"]["lift"] >= 1.08
+    for column, neighbours, read_out in (("colour", 0.95, 0.95), ("category", 0.9, 0.95), ("pattern", 0.8, 0.85)):
+        assert report["neighbour_agreement"][column]["agreement"] >= neighbours, column
+        assert report["linear_probe"][column]["accuracy"] >= read_out, column
+    lifts = {name: value["lift"] for name, value in report["taste_lifts"].items()}
+    assert lifts["colours"] >= 3.0 and lifts["categories"] >= 1.7 and lifts["patterns"] >= 1.4, lifts
 
 
 def test_single_colour_users_get_their_colour(rec: Recommender, tastes: dict) -> None:
