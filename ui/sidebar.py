@@ -63,12 +63,13 @@ def _model_summary(run, data: str) -> None:
     status = read_json(run / STATUS, {}) or {}
     config = read_json(run / CONFIG, {}) or {}
     arch = status.get("arch") or (config.get("model") or {}).get("arch") or config.get("arch", "")
+    best = status.get("best_val_auc")
     bits = [
         b
         for b in (
             arch,
             f"epoch {status.get('epoch')}/{status.get('epochs')}" if status.get("epochs") else "",
-            f"val AUC {status['best_val_auc']:.3f}" if isinstance(status.get("best_val_auc"), (int, float)) else "",
+            f"best val AUC {best:.3f}" if isinstance(best, (int, float)) else "",
         )
         if b
     ]
