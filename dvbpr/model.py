@@ -397,10 +397,14 @@ class DVBPR(nn.Module):
         if self.cfg.uses_bias:
             nn.init.zeros_(self.beta_items.weight)
 
+    @property
+    def shape_cnn(self) -> nn.Module:
+        """The `--arch` network: the shape stream of two streams, else the whole CNN."""
+        return self.cnn.shape if isinstance(self.cnn, TwoStreamCNN) else self.cnn
+
     def crop_agreement_loss(self, images: torch.Tensor) -> torch.Tensor:
         """The shape network's `CNNF.crop_agreement_loss` on a batch of model-input images."""
-        shape = self.cnn.shape if isinstance(self.cnn, TwoStreamCNN) else self.cnn
-        return shape.crop_agreement_loss(images)
+        return self.shape_cnn.crop_agreement_loss(images)
 
     def cnn_weights(self) -> list[torch.Tensor]:
         """CNN weight tensors that take L2 regularisation (biases excluded, as the original)."""

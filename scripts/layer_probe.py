@@ -22,14 +22,14 @@ from torch import nn
 
 from dvbpr.diagnostics import linear_probe
 from dvbpr.features import ImageBatches
-from dvbpr.model import DVBPR, TwoStreamCNN
+from dvbpr.model import DVBPR
 from dvbpr.recommender import Recommender
 
 
 def stage_features(model: DVBPR, images: ImageBatches, rows: np.ndarray) -> dict[str, torch.Tensor]:
     """The shape network's maps after every ReLU and pooling of its conv stack, averaged over
     their positions, for the items `rows` (eval mode)."""
-    shape = model.cnn.shape if isinstance(model.cnn, TwoStreamCNN) else model.cnn
+    shape = model.shape_cnn
     model.eval()
     layers = list(shape.features)
     names, conv = {}, 0
