@@ -12,6 +12,7 @@ way (`evaluate_model`); both end in `evaluate_factors`, as BPR-MF does.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
-from .baselines import BPRMFConfig, popularity_scores, train_bpr_mf
+from .baselines import BPRMFConfig, popularity_scores, train_bpr_mf, tune_bpr_mf
 from .data import Dataset
 from .evaluate_core import RankingResult, evaluate_ranking
 from .features import ImageBatches, embed_items
@@ -161,19 +163,26 @@ def evaluate_baselines(
     bpr_mf: BPRMFConfig | None = None,
     progress: bool = False,
 ) -> dict[str, RankingResult]:
-    """`popularity` and `bpr-mf` (trained here, on the same split and sampler)."""
+    """`popularity` and `bpr-mf` (trained here, on the same split and sampler). With a validation
+    split BPR-MF is tuned as DVBPR's best.pt is chosen, on validation AUC: its L2 from
+    `baselines.L2_GRID` and its epoch (`bpr_mf.l2` is then ignored); without one, `bpr_mf` as given."""
     pop = popularity_scores(dataset)
     results = {"popularity": evaluate_scores(lambda u: pop.expand(len(u), -1), dataset, split, ks, progress=progress)}
     cold = torch.as_tensor(dataset.cold_items)
-    mf = train_bpr_mf(
-        dataset,
-        bpr_mf,
-        progress=progress,
-        # selected on validation AUC, as DVBPR's best.pt is (none without a validation split)
-        val_auc=(lambda m: evaluate_factors(m.serving_factors(cold), dataset, "val").metrics["auc"])
-        if len(dataset.val)
-        else None,
-    )
+    if len(dataset.val):
+        mf = tune_bpr_mf(
+            dataset,
+            lambda m: evaluate_factors(m.serving_factors(cold), dataset, "val").metrics["auc"],
+            bpr_mf,
+            progress=progress,
+        )
+        if progress:
+            tqdm.write(
+                f"bpr-mf: L2 {mf.l2_weight:g}, epoch {mf.best_epoch} (validation AUC {mf.best_val_auc:.4f})",
+                file=sys.stderr,
+            )
+    else:
+        mf = train_bpr_mf(dataset, bpr_mf, progress=progress)
     results["bpr-mf"] = evaluate_factors(mf.serving_factors(cold), dataset, split, ks, progress=progress)
     return results
 

@@ -118,8 +118,8 @@ def main() -> None:
         with (
             note,
             st.spinner(
-                "Training BPR-MF and evaluating the baselines (once per dataset; on a "
-                "busy CPU this can take a few minutes)…",
+                "Training BPR-MF (one model per L2, the best on validation kept) and evaluating "
+                "the baselines (once per dataset; on a busy CPU this can take a few minutes)…",
                 show_time=True,
             ),
         ):

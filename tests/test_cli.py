@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -197,10 +198,11 @@ def test_evaluate_agrees_with_an_independent_computation_from_rankings(capsys, t
 
 def test_evaluate_baselines_per_user_csv_and_cutoffs(capsys, tiny_run: Path, tmp_path: Path) -> None:
     csv_path = tmp_path / "per_user.csv"
-    code, out, _ = run_cli(
+    code, out, err = run_cli(
         capsys, "evaluate", tiny_run, "--json", "--device", "cpu", "--baselines", "--per-user", csv_path, "--k", "5,10"
     )
     assert code == 0
+    assert re.search(r"bpr-mf: L2 [0-9.e-]+, epoch \d+ \(validation AUC 0\.\d{4}\)", err)  # tuned, and says how
     table = json.loads(out)
     assert set(table) == {"dvbpr", "popularity", "bpr-mf"}
     for metrics in table.values():
