@@ -5,8 +5,8 @@ as DVBPR. Items without training interactions keep untrained parameters, so they
 DVBPR scores them without its visual term: the mean warm bias and no gamma (i.e. at chance).
 Like DVBPR's best.pt, the parameters kept are those of the epoch with the best validation AUC:
 a baseline trained past its peak would flatter the model it is compared with. For the same
-reason `tune_bpr_mf` also picks its L2 on validation AUC from `L2_GRID`: the best L2 is 1e-3 on
-one dataset and 1.0 on another (docs/evaluation.md).
+reason `tune_bpr_mf` also picks its L2 on validation AUC from `L2_GRID`: validation picks 0.1 on
+the default data and 1 on emoji (docs/evaluation.md); no single value serves both.
 """
 
 from __future__ import annotations
