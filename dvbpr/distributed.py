@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,32 @@ def all_finite(value: torch.Tensor, d: Dist) -> bool:
     if d.world > 1:
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     return bool(finite.item())
+
+
+class _GatherRows(torch.autograd.Function):
+    """all_gather along dim 0 whose backward sums, over every process, the gradient sent to this
+    process's rows (an all_reduce, which gloo and NCCL both have; reduce_scatter gloo lacks)."""
+
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.n = dist.get_rank(), len(rows)
+        parts = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, rows.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def gather_rows(d: Dist) -> Callable[[torch.Tensor], tuple[torch.Tensor, int]] | None:
+    """For `model.nt_xent`: every process's rows (the same count on each) and where this one's
+    start, differentiable; None in a single process."""
+    if d.world == 1:
+        return None
+    return lambda rows: (_GatherRows.apply(rows), d.rank * len(rows))
 
 
 class StopRequest:

@@ -7,7 +7,7 @@ tutorial) and `cnnf-small` (a CNN-F-shaped network for 64-96 px images that trai
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -152,23 +152,39 @@ class CNNF(nn.Module):
         phi = self.classifier(maps)
         return phi if self.texture is None else phi + self.texture(maps)
 
-    def crop_agreement_loss(self, images: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    def crop_agreement_loss(
+        self, images: torch.Tensor, temperature: float = 0.2, gather: RowGather | None = None
+    ) -> torch.Tensor:
         """Two random crops of each image, half its side at its own scale and each with its own
         random hue, must find each other among the crops of the batch's other images (NT-Xent, as
         SimCLR) through the conv features averaged over the crop. Two crops of one item share its
         texture, not its silhouette or colour: the BPR loss alone teaches pattern only weakly
         (docs/training.md). The crops leave the BatchNorm running statistics alone: they are
-        those of whole images, which is what the network sees when it serves."""
+        those of whole images, which is what the network sees when it serves. `gather`: see
+        `nt_xent` (the crops of every process of a distributed run)."""
         if self.crop_head is None:
             raise TrainingError("this network has no crop head (ModelConfig.crop_head)")
-        n = len(images)
         crops = torch.cat([random_hue(random_crops(images, images.shape[-1] // 2)) for _ in range(2)])
         with frozen_running_stats(self.features):
             pooled = self.features(crops).float().mean(dim=(2, 3))
-        z = F.normalize(self.crop_head(pooled), dim=1)
-        sim = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-        partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(sim.device)
-        return F.cross_entropy(sim, partner)
+        return nt_xent(F.normalize(self.crop_head(pooled), dim=1), temperature, gather)
+
+
+RowGather = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
+"""Rows of every process stacked in rank order, and where this process's rows start."""
+
+
+def nt_xent(z: torch.Tensor, temperature: float, gather: RowGather | None = None) -> torch.Tensor:
+    """SimCLR's loss on unit rows z = [view 1 of n images; view 2 of the same n]: each row must
+    pick its other view among all rows but itself, by cosine / temperature. With `gather`, the
+    candidates are the rows of every process (`distributed.gather_rows`, whose backward returns
+    each process the gradient all of them sent its rows), so a distributed run, its gradients
+    averaged, trains as one process on the whole batch does."""
+    everyone, start = gather(z) if gather is not None else (z, 0)
+    rows = torch.arange(len(z), device=z.device)
+    sim = (z @ everyone.T / temperature).index_put((rows, start + rows), torch.tensor(float("-inf"), device=z.device))
+    partner = start + (rows + len(z) // 2) % len(z)
+    return F.cross_entropy(sim, partner)
 
 
 @contextmanager
@@ -402,9 +418,9 @@ class DVBPR(nn.Module):
         """The `--arch` network: the shape stream of two streams, else the whole CNN."""
         return self.cnn.shape if isinstance(self.cnn, TwoStreamCNN) else self.cnn
 
-    def crop_agreement_loss(self, images: torch.Tensor) -> torch.Tensor:
+    def crop_agreement_loss(self, images: torch.Tensor, gather: RowGather | None = None) -> torch.Tensor:
         """The shape network's `CNNF.crop_agreement_loss` on a batch of model-input images."""
-        return self.shape_cnn.crop_agreement_loss(images)
+        return self.shape_cnn.crop_agreement_loss(images, gather=gather)
 
     def cnn_weights(self) -> list[torch.Tensor]:
         """CNN weight tensors that take L2 regularisation (biases excluded, as the original)."""

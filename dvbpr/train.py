@@ -42,6 +42,7 @@ from .distributed import (
     any_rank,
     barrier,
     broadcast_float,
+    gather_rows,
     set_threads_per_rank,
     setup_distributed,
 )
@@ -123,6 +124,7 @@ def train_one_epoch(
     if cfg.freeze_cnn:  # a frozen CNN keeps its BatchNorm statistics too (and drops no units)
         core.cnn.eval()
     device = images.device
+    gather = gather_rows(d)
     for step in range(start_step, math.ceil(len(triplets) / cfg.batch_size)):
         due = cfg.checkpoint_every > 0 and step > start_step and (first_global_step + step) % cfg.checkpoint_every == 0
         if due:  # the state before this step's dropout draws and BatchNorm updates
@@ -145,8 +147,11 @@ def train_one_epoch(
         cnn_reg = cfg.l2_cnn * core.cnn_l2() if cfg.l2_cnn else 0.0
         loss = (per_sample * d.world + cnn_reg) / len(batch)
         if cfg.crop_agreement and not cfg.freeze_cnn:
-            with autocast(device):  # half the positives: the texture signal at a fraction of a step's cost
-                loss = loss + cfg.crop_agreement * core.crop_agreement_loss(imgs[: max(2, len(local) // 2)])
+            # Half the positives: the texture signal at a fraction of a step's cost. As many on every
+            # process (the last batch may split unevenly), whose crops are each other's negatives.
+            n_crops = max(2, len(batch) // d.world // 2)
+            with autocast(device):
+                loss = loss + cfg.crop_agreement * core.crop_agreement_loss(imgs[:n_crops], gather=gather)
         if not all_finite(loss, d):  # all ranks stop together: one left waiting in backward hangs
             value = loss.item()
             where = value if not math.isfinite(value) else "nan or inf in another process"

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dvbpr.errors import TrainingError
@@ -18,6 +19,7 @@ from dvbpr.model import (
     bpr_loss,
     build_cnn,
     cold_item_bias,
+    nt_xent,
     random_crops,
     random_flip_shift,
     random_hue,
@@ -399,3 +401,18 @@ def test_crop_agreement_loss_trains_the_conv_features_and_leaves_the_running_sta
         DVBPR(ModelConfig(n_users=3, n_items=4, dim=8, norm="batch")).crop_agreement_loss(x)
     with pytest.raises(TrainingError, match="crop-agreement"):
         ModelConfig(n_users=3, n_items=4, arch="alexnet", crop_head=True)
+
+
+def test_nt_xent_is_simclr_loss_per_row() -> None:
+    """Each row's -log softmax of its other view among every row but itself, averaged: written
+    out row by row against `nt_xent`'s matrix form."""
+    torch.manual_seed(3)
+    n, temperature = 3, 0.5
+    z = F.normalize(torch.randn(2 * n, 4), dim=1)
+    losses = []
+    for a in range(2 * n):
+        partner = (a + n) % (2 * n)
+        logits = [float(z[a] @ z[b]) / temperature for b in range(2 * n) if b != a]
+        positive = float(z[a] @ z[partner]) / temperature
+        losses.append(-(positive - math.log(sum(math.exp(x) for x in logits))))
+    assert nt_xent(z, temperature).item() == pytest.approx(sum(losses) / len(losses), rel=1e-5)

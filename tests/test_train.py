@@ -438,7 +438,9 @@ def test_crop_agreement_trains_with_its_head_and_fine_tunes_either_way(
     calls: list[int] = []
     real = model_module.DVBPR.crop_agreement_loss
     monkeypatch.setattr(
-        model_module.DVBPR, "crop_agreement_loss", lambda self, x: calls.append(len(x)) or real(self, x)
+        model_module.DVBPR,
+        "crop_agreement_loss",
+        lambda self, x, gather=None: calls.append(len(x)) or real(self, x, gather),
     )
     run = tmp_path / "crops"
     status = train(config(tiny_data, run, tiny_train_kwargs, epochs=1, crop_agreement=2.0), progress=False)
@@ -537,8 +539,9 @@ def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
 
 
 def test_ddp_trains_with_crop_agreement(tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict) -> None:
-    """The crop loss runs outside DDP's forward on each process's own half-batch: its gradients
-    (the head's too) must still be reduced, or DDP stops with an unfinished reduction."""
+    """The crop loss runs outside DDP's forward, on each process's crops against every process's:
+    its gradients (the head's too) must still be reduced, or DDP stops with an unfinished
+    reduction."""
     run = tmp_path / "ddp-crops"
     cfg = config(tiny_data, run, tiny_train_kwargs, epochs=1, crop_agreement=1.0)
     out = subprocess.run(
@@ -554,6 +557,21 @@ def test_ddp_trains_with_crop_agreement(tiny_data: Path, tmp_path: Path, tiny_tr
     assert ckpt["model_config"]["crop_head"] and read_status(run)["state"] == "finished"
     head = [name for name in ckpt["model"] if ".crop_head." in name and name.endswith("weight")]
     assert head and all(torch.isfinite(ckpt["model"][name]).all() for name in head)
+
+
+def test_distributed_crop_loss_has_the_single_process_gradient() -> None:
+    """Each process's crops are negatives for every other process's (tests/ddp_nt_xent.py): two
+    processes, their gradients averaged, match one process on the whole batch."""
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        + [str(REPO / "tests" / "ddp_nt_xent.py")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert out.stdout.count("local-only differs: True") == 2
 
 
 def test_ddp_nan_in_one_process_fails_every_process_cleanly(
