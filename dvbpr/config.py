@@ -65,7 +65,8 @@ class TrainConfig:
     colour_stream: bool = _option(
         True,
         "phi = shape CNN on hue-randomised images + a learned colour histogram, so that colour "
-        "cannot take the whole embedding (--no-colour-stream: one CNN, the paper)",
+        "cannot take the whole embedding (--no-colour-stream: one CNN, the paper; on real emoji, "
+        "where colour is no taste, it ranked better with a narrower phi: docs/training.md)",
     )
     texture: bool = _option(
         False,
