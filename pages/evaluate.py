@@ -80,7 +80,13 @@ def main() -> None:
 
     run, _, data = key = loaders.recommender_key()
     key += (paths.dataset_stamp(data),)  # what the numbers below are computed from
-    st.subheader("Model and baselines", anchor=False)
+    st.subheader(
+        "Model and baselines",
+        anchor=False,
+        help="Trained here on the same split and triplet sampler. Popularity: training interaction "
+        "counts. BPR-MF: its L2 (0.001 to 1) and its epoch chosen on validation AUC, as this "
+        "model's best.pt is (docs/evaluation.md).",
+    )
     ready = loaders.baselines_ready("test")
     slot = st.empty()  # the model alone first (unless the baselines are cached), then with them
     if not ready:
