@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from .model import RowGather
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class _GatherRows(torch.autograd.Function):
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
-def gather_rows(d: Dist) -> Callable[[torch.Tensor], tuple[torch.Tensor, int]] | None:
+def gather_rows(d: Dist) -> RowGather | None:
     """For `model.nt_xent`: every process's rows (the same count on each) and where this one's
     start, differentiable; None in a single process."""
     if d.world == 1:
