@@ -11,6 +11,8 @@ similar-items lists and cold-start ranking inherit the collapse. These numbers s
   an item's nearest neighbour shares, against what a random other item would;
 - `linear_probe`: whether those columns can be read off phi along straight directions (held-out
   accuracy of a softmax regression), which is what a user's theta_u needs;
+- `colour_coherence`: a property of the data, not of the model: how much more alike in colour a
+  user's training items are than random pairs of consumed items (is colour a taste here?);
 - `taste_lifts`: on generated data with `hidden_tastes.json`, whether the model's top lists
   follow the users' hidden tastes (colour, pattern, category), beside the training data's own
   lift (what a model could learn).
@@ -48,6 +50,12 @@ COLLAPSED_PR = 10.0
 COLLAPSED_NEAR_DUPLICATES = 0.01
 """Share of near-duplicate item pairs over which an embedding counts as collapsed."""
 SKIPPED_COLUMNS = ("item_id", "title", "image")
+COLOUR_LEVELS = 4  # per RGB channel: a 64-bin colour histogram
+BACKGROUND = 236  # pixels with every channel at least this count as the white background
+COLOUR_TASTE_EXCESS = 0.05
+"""Excess colour similarity of a user's items under which colour hardly is a taste of the data
+(measured: 0.02 on the emoji data, where the colour stream costs ranking, 0.31 on the default
+data, where colour is the users' first taste; docs/training.md)."""
 
 Embedding = torch.Tensor | np.ndarray
 _ROWS = 65_536  # rows per chunk of the covariance (bounds the float64 copy)
@@ -306,6 +314,68 @@ def taste_lifts(
 
 
 # ------------------------------------------------------------------------------ report
+def colour_histograms(images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """(n, 64) colour histograms of the uint8 (h, w, 3) images `images[rows]` (all by default),
+    each channel in `COLOUR_LEVELS` levels, the white background left out; square-rooted and
+    scaled to unit length, so that a dot product is the Bhattacharyya coefficient of two colour
+    distributions (0 for an all-white image). Read in chunks: `images` may be a large memmap."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    n = len(rows)
+    bins = COLOUR_LEVELS**3
+    out = np.zeros((n, bins))
+    for start in range(0, n, 1024):
+        chunk = np.asarray(images[rows[start : start + 1024]])
+        level = chunk.astype(np.int64) * COLOUR_LEVELS // 256
+        code = (level[..., 0] * COLOUR_LEVELS + level[..., 1]) * COLOUR_LEVELS + level[..., 2]
+        code = code + bins * np.arange(len(chunk))[:, None, None]
+        keep = chunk.min(axis=-1) < BACKGROUND
+        counts = np.bincount(code[keep], minlength=bins * len(chunk)).reshape(len(chunk), bins)
+        out[start : start + len(chunk)] = np.sqrt(counts / np.maximum(counts.sum(1, keepdims=True), 1))
+    return out
+
+
+def colour_coherence(
+    images: np.ndarray, train: np.ndarray, users: int = 2000, pairs: int = 20000, seed: int = 0
+) -> dict[str, float | int] | None:
+    """Is colour a taste of the data? The mean colour similarity (`colour_histograms`) of two
+    training items of one user (averaged per user, over up to `users` users with two or more
+    items), against two random training interactions of different users, so that both sides
+    weigh items by popularity. `excess` = (within - random) / (1 - random): 0 when a user's items
+    are no more alike in colour than anyone's, 1 when each user's items share one colour.
+    None without a user of two items or two users. `images` (n_items, h, w, 3) uint8 may be a memmap: only
+    the items drawn are read."""
+    rng = np.random.default_rng(seed)
+    u, i = train[:, 0], train[:, 1]
+    order = np.argsort(u, kind="stable")
+    u, i = u[order], i[order]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    ends = np.r_[starts[1:], len(u)]
+    several = np.flatnonzero(ends - starts >= 2)
+    if len(several) == 0:
+        return None
+    chosen = np.sort(rng.choice(several, size=min(users, len(several)), replace=False))
+    a, b = rng.integers(0, len(u), size=(2, pairs))
+    other = u[a] != u[b]
+    if not other.any():
+        return None
+    a, b = a[other], b[other]
+    drawn = np.concatenate([i[starts[k] : ends[k]] for k in chosen] + [i[a], i[b]])
+    needed = np.unique(drawn)
+    hist = colour_histograms(images, needed)  # row r: item needed[r]
+
+    def rows(items: np.ndarray) -> np.ndarray:
+        return hist[np.searchsorted(needed, items)]
+
+    within = []
+    for k in chosen:  # mean over pairs p != q of h_p . h_q = (|sum h|^2 - sum |h|^2) / (m (m - 1))
+        h = rows(i[starts[k] : ends[k]])
+        m = len(h)
+        within.append((np.square(h.sum(0)).sum() - np.square(h).sum()) / (m * (m - 1)))
+    w = float(np.mean(within))
+    r = float((rows(i[a]) * rows(i[b])).sum(1).mean())
+    return {"within_user": w, "random_pairs": r, "excess": (w - r) / (1 - r) if r < 1 else 0.0, "users": len(chosen)}
+
+
 def categorical_columns(table: Mapping[str, Sequence[str]], n_items: int) -> dict[str, list[str]]:
     """The catalogue columns worth comparing neighbours on: all but item_id/title/image with
     between 2 and n_items / 2 distinct non-empty values (not constants, not per-item ids)."""
@@ -389,6 +459,10 @@ def embedding_report(
     report["linear_probe"] = {
         name: linear_probe(phi, labels, sample=sample, seed=seed) for name, labels in columns.items()
     }
+    coherence = colour_coherence(rec.store.array, ds.train, users=sample, seed=seed)
+    if coherence is not None:
+        report["colour_coherence"] = coherence
+        report["colour_stream"] = isinstance(rec.model.cnn, TwoStreamCNN)
     path = ds.root / TASTES_FILE
     if path.is_file():
         hidden = json.loads(path.read_text())
@@ -437,6 +511,15 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append("  a linear read-out of phi predicts the item's ...   accuracy   majority")
         for name, row in report["linear_probe"].items():
             lines.append(f"    {name:<47} {row['accuracy']:9.3f} {row['majority']:10.3f}")
+    colour = report.get("colour_coherence")
+    if colour:
+        lines.append(
+            f"  colour in the data: two training items of one user have colour similarity "
+            f"{colour['within_user']:.3f}, two random consumed items {colour['random_pairs']:.3f} "
+            f"(excess {colour['excess']:.3f})"
+        )
+        if report.get("colour_stream") and colour["excess"] < COLOUR_TASTE_EXCESS:
+            lines.append(f"  {colour_hint(colour['excess'])}")
     if report.get("taste_lifts"):
         lines.append(
             f"  hidden tastes in the top-{report.get('taste_k', 20)} lists (share / catalogue = lift; "
@@ -449,3 +532,11 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"lift {row['interactions_lift']:.2f}"
             )
     return "\n".join(lines)
+
+
+def colour_hint(excess: float) -> str:
+    """What a small colour excess means for a model with the colour stream."""
+    return (
+        f"Colour is hardly a taste in this data (excess {excess:.2f} < {COLOUR_TASTE_EXCESS:g}): the colour "
+        "stream may cost ranking here; compare a run with --no-colour-stream (docs/training.md)"
+    )

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dvbpr.compare import Comparison, PairedDiff
+from dvbpr.diagnostics import COLOUR_TASTE_EXCESS, colour_hint
 from ui import errors, figures, loaders, paths, public, reference, shell, state, style
 
 COLUMNS = {
@@ -180,6 +181,16 @@ def _embedding_health() -> None:
             f"Dead ReLU units (never active on {r['dead_unit_images']} catalogue images): "
             + ", ".join(f"{name} {share:.0%}" for name, share in dead.items())
         )
+    colour = r.get("colour_coherence")
+    if colour:
+        st.caption(
+            f"Colour in the data: two training items of one user have colour similarity "
+            f"{colour['within_user']:.3f}, two random consumed items {colour['random_pairs']:.3f} (excess "
+            f"{colour['excess']:.3f}; the Bhattacharyya coefficient of their colour histograms, background "
+            "left out)."
+        )
+        if r.get("colour_stream") and colour["excess"] < COLOUR_TASTE_EXCESS:
+            st.info(colour_hint(colour["excess"]) + ".")
     left, right = st.columns(2, gap="large")
     agreement = r.get("neighbour_agreement") or {}
     probes = r.get("linear_probe") or {}

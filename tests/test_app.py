@@ -452,13 +452,22 @@ def test_evaluate_warns_about_a_collapsed_embedding(monkeypatch):
     at = ok(app("pages/evaluate.py"))
     assert any("looks collapsed" in w.value for w in at.warning)
     assert {m.label: m.value for m in at.metric}["Participation ratio"] == "2.5 of 16"
+    assert not any("Colour in the data" in c.value for c in at.caption)  # a report without it
+    faint = {"within_user": 0.372, "random_pairs": 0.362, "excess": 0.016, "users": 80}
+    healthy = {**report, "participation_ratio": 12.0, "near_duplicate_share": 0.0, "collapsed": False}
     monkeypatch.setattr(
-        loaders,
-        "embedding_report",
-        lambda: {**report, "participation_ratio": 12.0, "near_duplicate_share": 0.0, "collapsed": False},
+        loaders, "embedding_report", lambda: {**healthy, "colour_coherence": faint, "colour_stream": True}
     )
     at = ok(app("pages/evaluate.py"))
     assert not any("looks collapsed" in w.value for w in at.warning)
+    assert any("similarity 0.372" in c.value and "excess 0.016" in c.value for c in at.caption)
+    assert any("hardly a taste" in i.value and "--no-colour-stream" in i.value for i in at.info)
+    strong = {**faint, "excess": 0.3}
+    monkeypatch.setattr(
+        loaders, "embedding_report", lambda: {**healthy, "colour_coherence": strong, "colour_stream": True}
+    )
+    at = ok(app("pages/evaluate.py"))
+    assert not any("hardly a taste" in i.value for i in at.info)
 
 
 def test_data_page_stats_and_import(roots, tmp_path):

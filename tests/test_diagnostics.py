@@ -17,6 +17,8 @@ from dvbpr.data import load_dataset
 from dvbpr.diagnostics import (
     categorical_columns,
     chance_agreement,
+    colour_coherence,
+    colour_histograms,
     covariance_eigenvalues,
     dead_units,
     embedding_report,
@@ -266,6 +268,49 @@ def test_dead_units_of_a_two_stream_cnn_are_named_by_stream() -> None:
     assert list(dead) == shape + ["colour.conv1", "colour.conv2"]
 
 
+# ----------------------------------------------------------------------------- colour in the data
+SOLID = [(220, 30, 30), (30, 160, 40), (40, 60, 210), (230, 200, 20)]  # red, green, blue, yellow
+
+
+def _solid_images(colours: list[int], size: int = 16) -> np.ndarray:
+    """Item j: a square of colour SOLID[colours[j]] on a white border (the background)."""
+    images = np.full((len(colours), size, size, 3), 255, dtype=np.uint8)
+    for j, c in enumerate(colours):
+        images[j, 4:-4, 4:-4] = SOLID[c]
+    return images
+
+
+def test_colour_histograms_leave_out_the_background() -> None:
+    framed = _solid_images([0, 0, 2])
+    framed[1, :, :] = SOLID[0]  # the same red without a border
+    framed[2, 4:8, 4:-4] = SOLID[0]  # half red, half blue
+    blank = np.full((1, 16, 16, 3), 250, dtype=np.uint8)  # near-white: all background
+    h = colour_histograms(np.concatenate([framed, blank]))
+    assert h.shape == (4, 64)
+    assert np.allclose(np.linalg.norm(h[:3], axis=1), 1.0) and not h[3].any()
+    assert h[0] @ h[1] == pytest.approx(1.0)  # the white border does not count
+    assert h[0] @ h[2] == pytest.approx(math.sqrt(0.5))  # Bhattacharyya of (1, 0) and (1/2, 1/2)
+    assert np.array_equal(colour_histograms(framed, np.array([2, 0])), h[[2, 0]])  # chosen rows
+
+
+def test_colour_coherence_tells_a_colour_taste_from_none() -> None:
+    rng = np.random.default_rng(0)
+    colours = [j % 4 for j in range(80)]
+    images = _solid_images(colours)
+    by_colour = [[j for j in range(80) if colours[j] == c] for c in range(4)]
+    taste = np.array([(u, j) for u in range(200) for j in rng.choice(by_colour[u % 4], 6, replace=False)])
+    none = np.array([(u, j) for u in range(200) for j in rng.choice(80, 6, replace=False)])
+    loves = colour_coherence(images, taste, pairs=5000)
+    indifferent = colour_coherence(images, none, pairs=5000)
+    assert loves["within_user"] == pytest.approx(1.0) and loves["users"] == 200
+    assert loves["random_pairs"] == pytest.approx(0.25, abs=0.03)  # 4 colours, equally consumed
+    assert loves["excess"] == pytest.approx(1.0)
+    assert abs(indifferent["excess"]) < 0.05 and indifferent["within_user"] == pytest.approx(0.25, abs=0.03)
+    assert colour_coherence(images, taste, users=10)["users"] == 10
+    assert colour_coherence(images, np.array([(0, 1), (1, 2)])) is None  # nobody with two items
+    assert colour_coherence(images, np.array([(0, 1), (0, 2)])) is None  # one user: no random pair
+
+
 def test_item_table_keeps_every_items_csv_column(tmp_path: Path) -> None:
     root = make_tiny_dataset(tmp_path / "d", n_items=4, n_users=3)
     write_csv(
@@ -348,6 +393,12 @@ def test_embedding_report_flags_a_collapsed_embedding(tmp_path: Path) -> None:
     text = format_report(bad)
     assert "participation ratio" in text and "collapsed" in text and "colours" in text
     assert "collapsed" not in format_report(good)
+    colour = good["colour_coherence"]  # red users consume red items, blue users blue ones
+    assert colour["excess"] > 0.5 and colour["within_user"] > colour["random_pairs"]
+    assert good["colour_stream"] is False and "colour in the data" in text and "hardly a taste" not in text
+    faint = {**colour, "excess": 0.01}
+    assert "hardly a taste" in format_report({**good, "colour_coherence": faint, "colour_stream": True})
+    assert "hardly a taste" not in format_report({**good, "colour_coherence": faint})  # one CNN: no advice
     (root / "hidden_tastes.json").unlink()
     assert "taste_lifts" not in embedding_report(_fake_rec(root, healthy))
 
@@ -385,6 +436,7 @@ def test_report_on_the_shipped_default_model() -> None:
     for row in report["neighbour_agreement"].values():
         assert 0 <= row["agreement"] <= 1 and 0 < row["chance"] < 1 and row["items"] == rec.dataset.n_items
     assert set(report["taste_lifts"]) == {"colours", "patterns", "categories"}
+    assert report["colour_stream"] and report["colour_coherence"]["excess"] > 0.2  # colour is the first taste
     for row in report["taste_lifts"].values():
         assert 0 <= row["top_share"] <= 1 and 0 < row["catalogue_share"] < 1 and row["lift"] >= 0
         assert 0 <= row["interactions_share"] <= 1 and row["users"] == rec.dataset.n_users
