@@ -35,6 +35,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, recorded_config
 from .data import Dataset, load_dataset
+from .diagnostics import COLOUR_TASTE_EXCESS, colour_coherence, colour_hint
 from .distributed import (
     Dist,
     StopRequest,
@@ -264,6 +265,10 @@ def train(
         if not d.is_main:
             store = ImageStore.open(dataset, model.cfg.image_size, progress=False)
         images = ImageBatches(store, device)
+        if d.is_main and resume_ckpt is None and model.cfg.colour_stream:
+            colour = colour_coherence(store.array, dataset.train, seed=cfg.seed)
+            if colour is not None and colour["excess"] < COLOUR_TASTE_EXCESS:
+                print(f"note: {colour_hint(colour['excess'])}")
         if cfg.freeze_cnn:
             model.cnn.requires_grad_(False)
         model = model.to(memory_format=torch.channels_last)

@@ -26,6 +26,7 @@ from dvbpr.fsutil import append_line
 from dvbpr.recommender import Recommender
 from dvbpr.rundir import read_metrics, read_status
 from dvbpr.train import build_model, train
+from tests.helpers import make_tiny_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -623,3 +624,19 @@ def test_resume_with_more_epochs_stretches_the_cosine_schedule(
     assert 0.3 * base["lr"] < second[0]["lr"] < 0.6 * base["lr"]
     assert second[-1]["lr"] < 0.1 * base["lr"]
     assert all(a["lr"] >= b["lr"] for a, b in zip(second, second[1:]))
+
+
+def test_a_two_stream_run_says_when_colour_is_no_taste_of_the_data(
+    capsys, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
+    """Users of the tiny helper dataset consume items of unrelated colours: a two-stream run says
+    so before it trains; one CNN, or users who keep to one colour (tiny_data), hear nothing."""
+    unrelated = make_tiny_dataset(tmp_path / "data", n_users=24, n_items=24, per_user=6)
+    kwargs = tiny_train_kwargs | {"epochs": 1}
+    for data, colour_stream, noted in ((unrelated, True, True), (unrelated, False, False), (tiny_data, True, False)):
+        out = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+        status = train(TrainConfig(data=str(data), out=str(out), colour_stream=colour_stream, **kwargs), progress=False)
+        printed = capsys.readouterr().out
+        assert status["state"] == "finished" and ("hardly a taste" in printed) == noted, (data, colour_stream, printed)
+        if noted:
+            assert "--no-colour-stream" in printed
