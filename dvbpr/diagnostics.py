@@ -54,7 +54,7 @@ COLOUR_LEVELS = 4  # per RGB channel: a 64-bin colour histogram
 BACKGROUND = 236  # pixels with every channel at least this count as the white background
 COLOUR_TASTE_EXCESS = 0.05
 """Excess colour similarity of a user's items under which colour hardly is a taste of the data
-(measured: 0.02 on the emoji data, where the colour stream costs ranking, 0.31 on the default
+(measured: 0.015 on the emoji data, where the colour stream costs ranking, 0.31 on the default
 data, where colour is the users' first taste; docs/training.md)."""
 
 Embedding = torch.Tensor | np.ndarray
@@ -342,8 +342,8 @@ def colour_coherence(
     items), against two random training interactions of different users, so that both sides
     weigh items by popularity. `excess` = (within - random) / (1 - random): 0 when a user's items
     are no more alike in colour than anyone's, 1 when each user's items share one colour.
-    None without a user of two items or two users. `images` (n_items, h, w, 3) uint8 may be a memmap: only
-    the items drawn are read."""
+    None without a user of two items or without two users. `images` (n_items, h, w, 3) uint8
+    may be a memmap: only the items drawn are read."""
     rng = np.random.default_rng(seed)
     u, i = train[:, 0], train[:, 1]
     order = np.argsort(u, kind="stable")
@@ -482,6 +482,17 @@ def embedding_report(
     return report
 
 
+def colour_note(coherence: Mapping[str, Any] | None, colour_stream: bool) -> str | None:
+    """Advice for a model with the colour stream on data whose users have no colour taste
+    (`colour_coherence` excess under `COLOUR_TASTE_EXCESS`); None otherwise."""
+    if not colour_stream or not coherence or coherence["excess"] >= COLOUR_TASTE_EXCESS:
+        return None
+    return (
+        f"Colour is hardly a taste in this data (excess {coherence['excess']:.2f} < {COLOUR_TASTE_EXCESS:g}): "
+        "the colour stream may cost ranking here; compare a run with --no-colour-stream (docs/training.md)"
+    )
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The report as lines for the terminal."""
     pr, K = report["participation_ratio"], report["K"]
@@ -518,8 +529,9 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{colour['within_user']:.3f}, two random consumed items {colour['random_pairs']:.3f} "
             f"(excess {colour['excess']:.3f})"
         )
-        if report.get("colour_stream") and colour["excess"] < COLOUR_TASTE_EXCESS:
-            lines.append(f"  {colour_hint(colour['excess'])}")
+        note = colour_note(colour, report.get("colour_stream", False))
+        if note:
+            lines.append(f"  {note}")
     if report.get("taste_lifts"):
         lines.append(
             f"  hidden tastes in the top-{report.get('taste_k', 20)} lists (share / catalogue = lift; "
@@ -532,11 +544,3 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"lift {row['interactions_lift']:.2f}"
             )
     return "\n".join(lines)
-
-
-def colour_hint(excess: float) -> str:
-    """What a small colour excess means for a model with the colour stream."""
-    return (
-        f"Colour is hardly a taste in this data (excess {excess:.2f} < {COLOUR_TASTE_EXCESS:g}): the colour "
-        "stream may cost ranking here; compare a run with --no-colour-stream (docs/training.md)"
-    )

@@ -35,7 +35,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, recorded_config
 from .data import Dataset, load_dataset
-from .diagnostics import COLOUR_TASTE_EXCESS, colour_coherence, colour_hint
+from .diagnostics import colour_coherence, colour_note
 from .distributed import (
     Dist,
     StopRequest,
@@ -266,9 +266,9 @@ def train(
             store = ImageStore.open(dataset, model.cfg.image_size, progress=False)
         images = ImageBatches(store, device)
         if d.is_main and resume_ckpt is None and model.cfg.colour_stream:
-            colour = colour_coherence(store.array, dataset.train, seed=cfg.seed)
-            if colour is not None and colour["excess"] < COLOUR_TASTE_EXCESS:
-                print(f"note: {colour_hint(colour['excess'])}")
+            note = colour_note(colour_coherence(store.array, dataset.train, seed=cfg.seed), colour_stream=True)
+            if note:
+                print(f"note: {note}")
         if cfg.freeze_cnn:
             model.cnn.requires_grad_(False)
         model = model.to(memory_format=torch.channels_last)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dvbpr.compare import Comparison, PairedDiff
-from dvbpr.diagnostics import COLOUR_TASTE_EXCESS, colour_hint
+from dvbpr.diagnostics import colour_note
 from ui import errors, figures, loaders, paths, public, reference, shell, state, style
 
 COLUMNS = {
@@ -189,8 +189,9 @@ def _embedding_health() -> None:
             f"{colour['excess']:.3f}; the Bhattacharyya coefficient of their colour histograms, background "
             "left out)."
         )
-        if r.get("colour_stream") and colour["excess"] < COLOUR_TASTE_EXCESS:
-            st.info(colour_hint(colour["excess"]) + ".")
+        note = colour_note(colour, r.get("colour_stream", False))
+        if note:
+            st.info(note + ".")
     left, right = st.columns(2, gap="large")
     agreement = r.get("neighbour_agreement") or {}
     probes = r.get("linear_probe") or {}

@@ -15,10 +15,12 @@ import torch
 from dvbpr import cli
 from dvbpr.data import load_dataset
 from dvbpr.diagnostics import (
+    COLOUR_TASTE_EXCESS,
     categorical_columns,
     chance_agreement,
     colour_coherence,
     colour_histograms,
+    colour_note,
     covariance_eigenvalues,
     dead_units,
     embedding_report,
@@ -309,6 +311,11 @@ def test_colour_coherence_tells_a_colour_taste_from_none() -> None:
     assert colour_coherence(images, taste, users=10)["users"] == 10
     assert colour_coherence(images, np.array([(0, 1), (1, 2)])) is None  # nobody with two items
     assert colour_coherence(images, np.array([(0, 1), (0, 2)])) is None  # one user: no random pair
+    note = colour_note(indifferent, colour_stream=True)
+    assert "hardly a taste" in note and "--no-colour-stream" in note
+    assert colour_note(indifferent, colour_stream=False) is None  # one CNN already
+    assert colour_note(loves, colour_stream=True) is None and colour_note(None, colour_stream=True) is None
+    assert colour_note({"excess": COLOUR_TASTE_EXCESS}, colour_stream=True) is None  # the threshold itself
 
 
 def test_item_table_keeps_every_items_csv_column(tmp_path: Path) -> None:
