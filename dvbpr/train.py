@@ -269,6 +269,7 @@ def train(
             note = colour_note(colour_coherence(store.array, dataset.train, seed=cfg.seed), colour_stream=True)
             if note:
                 print(f"note: {note}")
+                log.update(note=note)  # the app's live view shows it
         if cfg.freeze_cnn:
             model.cnn.requires_grad_(False)
         model = model.to(memory_format=torch.channels_last)

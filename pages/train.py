@@ -337,6 +337,8 @@ def _live_body(run_name: str) -> None:
         st.progress(min(step / total, 1.0), text=f"step {step:,} of {total:,}")
     elif run_st in ("running", "starting"):
         st.progress(0.0, text=status.get("message") or "starting")
+    if status.get("note"):  # e.g. colour is no taste of the data (dvbpr.diagnostics.colour_note)
+        st.info(str(status["note"]))
     m = st.columns(3) + st.columns(3)  # two rows: five in one row are cut in a 1400 px window
     m[0].metric("Epoch", f"{status.get('epoch', 0)}/{status.get('epochs', '-')}")
     loss = status.get("loss")

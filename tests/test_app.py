@@ -56,6 +56,7 @@ def roots(tmp_path_factory) -> dict[str, Path]:
         {
             "state": "failed",
             "message": "loss became nan at step 3 of the epoch",
+            "note": "Colour is hardly a taste in this data (excess 0.01 < 0.05): compare --no-colour-stream",
             "data": str(data),
             "arch": "cnnf-small",
             "epoch": 0,
@@ -374,6 +375,7 @@ def test_train_runs_table_live_view_and_activation():
     ok(at)
     assert "The run failed: loss became nan" in errors(at)
     assert any("TrainingError" in c.value for c in at.code)  # the log tail
+    assert any("hardly a taste" in i.value for i in at.info)  # what train noted before it started
     at.selectbox(key="tr_use_pick").set_value("fresh").run()
     [b for b in at.button if b.label == "Make it the active model"][0].click().run()
     ok(at)

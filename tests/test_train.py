@@ -638,5 +638,6 @@ def test_a_two_stream_run_says_when_colour_is_no_taste_of_the_data(
         status = train(TrainConfig(data=str(data), out=str(out), colour_stream=colour_stream, **kwargs), progress=False)
         printed = capsys.readouterr().out
         assert status["state"] == "finished" and ("hardly a taste" in printed) == noted, (data, colour_stream, printed)
+        assert ("hardly a taste" in str(read_status(out).get("note"))) == noted  # for the app's live view
         if noted:
             assert "--no-colour-stream" in printed
