@@ -66,7 +66,8 @@ class TrainConfig:
         True,
         "phi = shape CNN on hue-randomised images + a learned colour histogram, so that colour "
         "cannot take the whole embedding (--no-colour-stream: one CNN, the paper; on real emoji, "
-        "where colour is no taste, it ranked better with a narrower phi: docs/training.md)",
+        "where colour is no taste, it ranked better with a narrower phi, and train notes such data "
+        "from how alike in colour each user's items are: docs/training.md)",
     )
     texture: bool = _option(
         False,
