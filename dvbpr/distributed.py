@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,21 @@ def setup_distributed(device_name: str) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+@contextmanager
+def process_group(device_name: str) -> Iterator[Dist]:
+    """`setup_distributed` for the length of a block, then leave the process group if the block
+    joined it (a caller that had joined one keeps it). A process must destroy its group before
+    it exits: Gloo's worker threads outliving the interpreter abort it ("terminate called
+    without an active exception", SIGABRT) when one rank finishes while another still works."""
+    joined_here = not dist.is_initialized()
+    d = setup_distributed(device_name)
+    try:
+        yield d
+    finally:
+        if joined_here and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def set_threads_per_rank(d: Dist) -> None:

@@ -44,8 +44,8 @@ from .distributed import (
     barrier,
     broadcast_float,
     gather_rows,
+    process_group,
     set_threads_per_rank,
-    setup_distributed,
 )
 from .errors import TrainingError
 from .evaluate import evaluate_model, sample_users
@@ -222,7 +222,14 @@ def train(
     """Train (or resume) a run; returns the final status dict (empty on ranks other than 0).
     `progress_callback(fraction, message)` follows the image cache, then every log interval."""
     cfg.validate()
-    d = setup_distributed(cfg.device)
+    with process_group(cfg.device) as d:
+        return _train(d, cfg, resume, progress, progress_callback)
+
+
+def _train(
+    d: Dist, cfg: TrainConfig, resume: bool, progress: bool, progress_callback: Callable[[float, str], None] | None
+) -> dict:
+    """`train` in this process's place among the run's processes."""
     device = resolve_device(cfg.device)
     if device.type == "cuda" and d.world > 1:
         device = torch.device("cuda", d.local_rank)

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from dvbpr import cli
 from dvbpr.checkpoint import load_checkpoint
 from dvbpr.config import TrainConfig, cli_args, resume_config
 from dvbpr.data import load_dataset
+from dvbpr.distributed import process_group
 from dvbpr.errors import CheckpointError, TrainingError
 from dvbpr.fsutil import append_line
 from dvbpr.recommender import Recommender
@@ -573,6 +575,28 @@ def test_distributed_crop_loss_has_the_single_process_gradient() -> None:
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert out.stdout.count("local-only differs: True") == 2
+
+
+def test_process_group_is_left_by_whoever_joined_it(tmp_path: Path) -> None:
+    """tests/ddp_process_group.py: train's group is destroyed when training ends (gloo threads
+    alive at interpreter exit aborted a rank now and then), a caller's own group is not."""
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        + [str(REPO / "tests" / "ddp_process_group.py")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert out.stdout.count("joined True, left True") == 2
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with process_group("cpu") as d:  # the caller's own group: used, and left as it was
+            assert d.world == 1
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_ddp_nan_in_one_process_fails_every_process_cleanly(
