@@ -56,7 +56,7 @@ def process_group(device_name: str) -> Iterator[Dist]:
     joined it (a caller that had joined one keeps it). A process must destroy its group before
     it exits: Gloo's worker threads outliving the interpreter abort it ("terminate called
     without an active exception", SIGABRT) when one rank finishes while another still works."""
-    joined_here = not dist.is_initialized()
+    joined_here = dist.is_available() and not dist.is_initialized()
     d = setup_distributed(device_name)
     try:
         yield d
