@@ -496,28 +496,23 @@ def test_fine_tuned_new_users_get_recommendations_that_fit_them_better_than_popu
 # --- DDP ------------------------------------------------------------------------------------
 
 
-def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
-    tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
-) -> None:
-    run = tmp_path / "ddp"
-    cfg = config(tiny_data, run, tiny_train_kwargs)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "dvbpr",
-            "train",
-            *cli_args(cfg),
-        ],
+def torchrun_two(*args: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 ARGS` from the repository, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_ddp_two_processes_on_cpu_write_once_and_match_a_single_process(
+    tiny_run: Path, tiny_data: Path, tmp_path: Path, tiny_train_kwargs: dict
+) -> None:
+    run = tmp_path / "ddp"
+    cfg = config(tiny_data, run, tiny_train_kwargs)
+    out = torchrun_two("-m", "dvbpr", "train", *cli_args(cfg))
     assert out.returncode == 0, out.stderr[-3000:]
     assert [line for line in out.stdout.splitlines() if line.startswith("finished:")] == [
         f"finished: {run} (best validation AUC {read_status(run)['best_val_auc']})"
@@ -547,14 +542,7 @@ def test_ddp_trains_with_crop_agreement(tiny_data: Path, tmp_path: Path, tiny_tr
     reduction."""
     run = tmp_path / "ddp-crops"
     cfg = config(tiny_data, run, tiny_train_kwargs, epochs=1, crop_agreement=1.0)
-    out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-        + ["-m", "dvbpr", "train", *cli_args(cfg)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = torchrun_two("-m", "dvbpr", "train", *cli_args(cfg))
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["model_config"]["crop_head"] and read_status(run)["state"] == "finished"
@@ -565,14 +553,7 @@ def test_ddp_trains_with_crop_agreement(tiny_data: Path, tmp_path: Path, tiny_tr
 def test_distributed_crop_loss_has_the_single_process_gradient() -> None:
     """Each process's crops are negatives for every other process's (tests/ddp_nt_xent.py): two
     processes, their gradients averaged, match one process on the whole batch."""
-    out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-        + [str(REPO / "tests" / "ddp_nt_xent.py")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = torchrun_two(str(REPO / "tests" / "ddp_nt_xent.py"))
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert out.stdout.count("local-only differs: True") == 2
 
@@ -580,14 +561,7 @@ def test_distributed_crop_loss_has_the_single_process_gradient() -> None:
 def test_process_group_is_left_by_whoever_joined_it(tmp_path: Path) -> None:
     """tests/ddp_process_group.py: train's group is destroyed when training ends (gloo threads
     alive at interpreter exit aborted a rank now and then), a caller's own group is not."""
-    out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-        + [str(REPO / "tests" / "ddp_process_group.py")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = torchrun_two(str(REPO / "tests" / "ddp_process_group.py"))
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert out.stdout.count("joined True, left True") == 2
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
@@ -604,22 +578,7 @@ def test_ddp_nan_in_one_process_fails_every_process_cleanly(
 ) -> None:
     run = tmp_path / "ddp-nan"
     cfg = config(tiny_data, run, tiny_train_kwargs, epochs=1)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(REPO / "tests" / "ddp_nan_rank.py"),
-            "train",
-            *cli_args(cfg),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = torchrun_two(str(REPO / "tests" / "ddp_nan_rank.py"), "train", *cli_args(cfg))
     assert out.returncode != 0
     # rank 0 (the writer) saw rank 1's NaN through the all-reduce and failed with a message,
     # instead of waiting in backward until torchrun tore it down
