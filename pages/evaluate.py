@@ -151,24 +151,31 @@ def _embedding_health() -> None:
         return
     pr, K, dup = r["participation_ratio"], r["K"], r["near_duplicate_share"]
     shares = r["variance_share"]
-    c = st.columns(2 + len(shares))
-    c[0].metric(
-        "Participation ratio",
-        f"{pr:.1f} of {K}",
-        help="Effective number of dimensions of the visual embedding phi: (sum s²)² / sum s⁴ of its "
-        "singular values; 1 for a line, K when every dimension is used equally",
-    )
-    c[1].metric(
-        "Near-duplicate pairs",
-        f"{dup:.2%}",
-        help=f"Share of item pairs whose embeddings have cosine > {r['near_duplicate_threshold']:g}",
-    )
-    for col, (k, share) in zip(c[2:], shares.items(), strict=True):
-        col.metric(
+    metrics = [
+        (
+            "Participation ratio",
+            f"{pr:.1f} of {K}",
+            "Effective number of dimensions of the visual embedding phi: (sum s²)² / sum s⁴ of its "
+            "singular values; 1 for a line, K when every dimension is used equally",
+        ),
+        (
+            "Near-duplicate pairs",
+            f"{dup:.2%}",
+            f"Share of item pairs whose embeddings have cosine > {r['near_duplicate_threshold']:g}",
+        ),
+    ]
+    metrics += [
+        (
             f"Variance in top {k}",
             f"{share:.1%}",
-            help=f"Share of phi's variance in its top {k} principal component" + ("s" if k != "1" else ""),
+            f"Share of phi's variance in its top {k} principal component" + ("s" if k != "1" else ""),
         )
+        for k, share in shares.items()
+    ]
+    per_row = 3  # the labels stay whole at a third of the page
+    for start in range(0, len(metrics), per_row):
+        for col, (label, value, help_text) in zip(st.columns(per_row), metrics[start : start + per_row]):
+            col.metric(label, value, help=help_text)
     if r["collapsed"]:  # participation ratio under 10 or over 1% near duplicates
         st.warning(
             f"The visual embedding looks collapsed: it uses about {pr:.1f} of its {K} dimensions and "
@@ -192,53 +199,50 @@ def _embedding_health() -> None:
         note = colour_note(colour, r.get("colour_stream", False))
         if note:
             st.info(note + ".")
-    left, right = st.columns(2, gap="large")
     agreement = r.get("neighbour_agreement") or {}
     probes = r.get("linear_probe") or {}
-    with left:
-        st.markdown("**What phi encodes**")
-        if agreement:
-            rows = {
-                name: {
-                    "neighbour": f"{a['agreement']:.1%}",
-                    "chance": f"{a['chance']:.1%}",
-                    "ratio": f"{a['agreement'] / a['chance']:.2f}" if a["chance"] else NA,
-                    "linear read-out": f"{probes[name]['accuracy']:.1%}" if name in probes else NA,
-                    "majority": f"{probes[name]['majority']:.1%}" if name in probes else NA,
-                    "items": f"{a['items']:,}",
-                }
-                for name, a in agreement.items()
+    st.markdown("**What phi encodes**")
+    if agreement:
+        rows = {
+            name: {
+                "neighbour": f"{a['agreement']:.1%}",
+                "chance": f"{a['chance']:.1%}",
+                "ratio": f"{a['agreement'] / a['chance']:.2f}" if a["chance"] else NA,
+                "linear read-out": f"{probes[name]['accuracy']:.1%}" if name in probes else NA,
+                "majority": f"{probes[name]['majority']:.1%}" if name in probes else NA,
+                "items": f"{a['items']:,}",
             }
-            _text_table(rows, "column")
-            st.caption(
-                "Neighbour: share of items whose nearest item by cosine of phi has the same value, against "
-                "two random items (chance). Linear read-out: held-out accuracy of a softmax regression from "
-                "phi, against always guessing the commonest value: a user's θ can only use what lies along "
-                "straight directions."
-            )
-        else:
-            st.caption("items.csv has no column with a few repeated values to compare neighbours on.")
+            for name, a in agreement.items()
+        }
+        _text_table(rows, "column")
+        st.caption(
+            "Neighbour: share of items whose nearest item by cosine of phi has the same value, against "
+            "two random items (chance). Linear read-out: held-out accuracy of a softmax regression from "
+            "phi, against always guessing the commonest value: a user's θ can only use what lies along "
+            "straight directions."
+        )
+    else:
+        st.caption("items.csv has no column with a few repeated values to compare neighbours on.")
     lifts = r.get("taste_lifts")
-    with right:
-        if lifts:
-            k = r.get("taste_k", 20)
-            st.markdown(f"**Hidden tastes in the top-{k} lists**")
-            rows = {
-                name: {
-                    f"top-{k}": f"{t['top_share']:.1%}",
-                    "catalogue": f"{t['catalogue_share']:.1%}",
-                    "lift": f"{t['lift']:.2f}",
-                    "interactions": f"{t['interactions_share']:.1%}",
-                    "interactions' lift": f"{t['interactions_lift']:.2f}",
-                }
-                for name, t in lifts.items()
+    if lifts:
+        k = r.get("taste_k", 20)
+        st.markdown(f"**Hidden tastes in the top-{k} lists**")
+        rows = {
+            name: {
+                f"top-{k}": f"{t['top_share']:.1%}",
+                "catalogue": f"{t['catalogue_share']:.1%}",
+                "lift": f"{t['lift']:.2f}",
+                "interactions": f"{t['interactions_share']:.1%}",
+                "interactions' lift": f"{t['interactions_lift']:.2f}",
             }
-            _text_table(rows, "taste")
-            st.caption(
-                "Share of a user's recommendations in their hidden favourite values, against the "
-                "catalogue's share (lift = ratio); the training interactions' own lift is what a model "
-                "could learn."
-            )
+            for name, t in lifts.items()
+        }
+        _text_table(rows, "taste")
+        st.caption(
+            "Share of a user's recommendations in their hidden favourite values, against the "
+            "catalogue's share (lift = ratio); the training interactions' own lift is what a model "
+            "could learn."
+        )
 
 
 def _compare_runs() -> None:
