@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pandas as pd
 import torch
 
 from dvbpr.data import load_dataset
@@ -71,3 +72,16 @@ def test_term_ablation_leaves_out_exactly_the_asked_terms(tiny_rec):
         scores = term_ablation.without_terms(factors, with_visual, with_cf).scores(users)
         torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(factors.scores(users), full)  # the run's own factors are left alone
+
+
+def test_sparsify_keeps_each_users_last_two_rows_and_k_earlier_ones():
+    sparsify = load_script("sparsify")
+    rows = [(f"u{u}", f"i{k}", 1000 * u + (37 * k) % 11) for u in range(3) for k in range(2 + 3 * u)]
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).astype(str)
+    kept = sparsify.sparsify(interactions, keep=2, seed=0)
+    assert list(kept.index) == sorted(kept.index)  # the original row order
+    for user, group in interactions.groupby("user_id"):
+        by_time = group.assign(t=group["timestamp"].astype(int)).sort_values("t", kind="stable")
+        mine = kept[kept["user_id"] == user]
+        assert set(by_time.index[-2:]) <= set(mine.index)  # test and validation targets stay
+        assert len(mine) == 2 + min(2, len(group) - 2)
