@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dvbpr.fsutil import atomic_write_text
-
 
 def sparsify(interactions: pd.DataFrame, keep: int, seed: int = 0) -> pd.DataFrame:
     """The rows of `interactions` (user_id, item_id, timestamp) that stay: per user the last two
@@ -59,11 +57,14 @@ def main() -> None:
     if "timestamp" not in interactions:
         parser.error(f"{args.source / 'interactions.csv'} has no timestamp column to order each user's rows")
     rows = sparsify(interactions, args.keep, args.seed)
-    shutil.copytree(args.source / "images", args.out / "images", copy_function=link_or_copy)
+    partial = args.out.with_name(args.out.name + ".partial")  # renamed when complete: no half dataset
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(args.source / "images", partial / "images", copy_function=link_or_copy)
     for name in ("items.csv", "hidden_tastes.json"):
         if (args.source / name).exists():
-            shutil.copy2(args.source / name, args.out / name)
-    atomic_write_text(args.out / "interactions.csv", rows.to_csv(index=False))
+            shutil.copy2(args.source / name, partial / name)
+    rows.to_csv(partial / "interactions.csv", index=False)
+    partial.rename(args.out)
     print(
         f"{args.out}: {len(rows):,} of {len(interactions):,} interactions, {args.keep} training items per user at most"
     )
