@@ -120,14 +120,30 @@ def png(path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------- pages
-def test_recommendations(page, server):
+def history_shown_js(dataset_dir: Path, user: str) -> str:
+    """JS (a function body): the Recommendations page's history grid holds `user`'s training
+    items, which only the run for that user can draw (a busy browser may miss the run itself)."""
+    from dvbpr.data import load_dataset
+
+    ds = load_dataset(dataset_dir, check_images=False)
+    items = sorted(ds.items.ids[i] for u, i in ds.train if u == ds.users.index(user))
+    return f"""
+  if (!(() => {{ {bb.RECS_READY_JS} }})()) return false;
+  const grids = document.querySelectorAll('[data-testid="stMain"] .dv-grid');
+  if (grids.length < 2) return false;
+  const ids = Array.from(grids[1].querySelectorAll('.dv-meta'), e => e.innerText.split(' ')[0].trim()).sort();
+  return JSON.stringify(ids) === {json.dumps(json.dumps(items, separators=(",", ":")))};
+"""
+
+
+def test_recommendations(page, server, app_roots):
     bb.open_page(page, "Recommendations", STEP_MS, bb.RECS_READY_JS)
     no_errors(page, server)
     users = bb.selectbox_options(page, "rec_user")
     assert len(users) >= 5 and all(re.fullmatch(r"u\d+", u) for u in users), users  # (a virtual list)
     user = "u3"  # a blue user (odd): 7 interactions, 5 of them in training
     assert bb.selectbox_value(page, "rec_user") != user
-    bb.select_option(page, "rec_user", user)
+    bb.select_option(page, "rec_user", user, STEP_MS, history_shown_js(app_roots["dataset"], user))
     bb.wait_idle(page, STEP_MS, until_js=bb.RECS_READY_JS)
     no_errors(page, server)
     assert bb.selectbox_value(page, "rec_user") == user
@@ -298,7 +314,11 @@ def test_train_a_run_and_make_it_active(page, server, app_roots):
 
     # make it the active model through the runs table's control; the sidebar then shows it
     assert bb.selectbox_value(page, "_sidebar_model") == "default"
-    bb.select_option(page, "tr_use_pick", RUN)
+    # Nothing on the page changes with the pick but the box itself; the button's run carries it
+    pick_js = (
+        f"const i = document.querySelector('.st-key-tr_use_pick input'); return !!i && i.value === {json.dumps(RUN)};"
+    )
+    bb.select_option(page, "tr_use_pick", RUN, STEP_MS, pick_js)
     bb.widget(page, "tr_use").locator("button").click()
     bb.wait_idle(
         page,
