@@ -482,6 +482,14 @@ def embedding_report(
     return report
 
 
+def colour_summary(coherence: Mapping[str, Any]) -> str:
+    """`colour_coherence` in words, as the report and the app show it."""
+    return (
+        f"two training items of one user have colour similarity {coherence['within_user']:.3f}, "
+        f"two random consumed items {coherence['random_pairs']:.3f} (excess {coherence['excess']:.3f})"
+    )
+
+
 def colour_note(coherence: Mapping[str, Any] | None, colour_stream: bool) -> str | None:
     """Advice for a model with the colour stream on data whose users have no colour taste
     (`colour_coherence` excess under `COLOUR_TASTE_EXCESS`); None otherwise."""
@@ -524,11 +532,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             lines.append(f"    {name:<47} {row['accuracy']:9.3f} {row['majority']:10.3f}")
     colour = report.get("colour_coherence")
     if colour:
-        lines.append(
-            f"  colour in the data: two training items of one user have colour similarity "
-            f"{colour['within_user']:.3f}, two random consumed items {colour['random_pairs']:.3f} "
-            f"(excess {colour['excess']:.3f})"
-        )
+        lines.append(f"  colour in the data: {colour_summary(colour)}")
         note = colour_note(colour, report.get("colour_stream", False))
         if note:
             lines.append(f"  {note}")

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dvbpr.compare import Comparison, PairedDiff
-from dvbpr.diagnostics import colour_note
+from dvbpr.diagnostics import colour_note, colour_summary
 from ui import errors, figures, loaders, paths, public, reference, shell, state, style
 
 COLUMNS = {
@@ -191,10 +191,8 @@ def _embedding_health() -> None:
     colour = r.get("colour_coherence")
     if colour:
         st.caption(
-            f"Colour in the data: two training items of one user have colour similarity "
-            f"{colour['within_user']:.3f}, two random consumed items {colour['random_pairs']:.3f} (excess "
-            f"{colour['excess']:.3f}; the Bhattacharyya coefficient of their colour histograms, background "
-            "left out)."
+            f"Colour in the data: {colour_summary(colour)}. Similarity: the Bhattacharyya coefficient of "
+            "two colour histograms, background left out."
         )
         note = colour_note(colour, r.get("colour_stream", False))
         if note:

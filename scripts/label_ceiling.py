@@ -134,8 +134,9 @@ def label_features(
     columns = [pd.get_dummies(category).to_numpy(float)]
     if subcategory is not None:
         noisy = subcategory.copy()
+        within = {c: np.unique(subcategory[category == c]) for c in np.unique(category)}
         for item in np.flatnonzero(rng.random(len(noisy)) >= accuracy):
-            others = np.unique(subcategory[(category == category[item]) & (subcategory != subcategory[item])])
+            others = within[category[item]][within[category[item]] != subcategory[item]]
             if len(others):
                 noisy[item] = rng.choice(others)
         columns.append(pd.get_dummies(noisy).to_numpy(float))

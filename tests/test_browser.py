@@ -126,7 +126,8 @@ def history_shown_js(dataset_dir: Path, user: str) -> str:
     from dvbpr.data import load_dataset
 
     ds = load_dataset(dataset_dir, check_images=False)
-    items = sorted(ds.items.ids[i] for u, i in ds.train if u == ds.users.index(user))
+    u = ds.users.index(user)
+    items = sorted(ds.items.ids[i] for i in ds.train[ds.train[:, 0] == u, 1])
     return f"""
   if (!(() => {{ {bb.RECS_READY_JS} }})()) return false;
   const grids = document.querySelectorAll('[data-testid="stMain"] .dv-grid');
